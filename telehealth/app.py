@@ -1,0 +1,64 @@
+"""`build_app(settings)`: the one place that wires the service together.
+
+Every outside part (database engine, clock) comes in here; nothing opens a
+connection at import time. This module is the composition root, so it is the
+one place in `telehealth/` that imports `web/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from telehealth.auth import Signer
+from telehealth.config import Settings, with_generated_secrets
+from telehealth.db.engine import make_engine, migrate
+from telehealth.db.store import Store
+from telehealth.services import Clock, Services, utc_now
+from telehealth.signaling.hub import Hub
+from web import api
+from web.keys import SERVICES
+from web.security import errors_and_headers
+
+HUB = web.AppKey("hub", Hub)
+
+
+def build_services(
+    settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = utc_now
+) -> Services:
+    """The parts without a server (the CLI uses these directly)."""
+    settings = with_generated_secrets(settings)
+    store = Store(engine or make_engine(settings.sqlalchemy_url))
+    return Services(settings=settings, store=store, signer=Signer(settings.secret_key.value),
+                    clock=clock)
+
+
+def build_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = utc_now
+) -> web.Application:
+    svc = build_services(settings, engine=engine, clock=clock)
+    hub = Hub(svc.settings, svc.store, svc.signer, clock)
+    svc.hub = hub
+    app = web.Application(middlewares=[errors_and_headers], client_max_size=256 * 1024)
+    app[SERVICES] = svc
+    app[HUB] = hub
+    app.router.add_routes(api.routes)
+    app.router.add_get("/ws", hub.handle)
+    app.router.add_get("/healthz", _healthz)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await migrate(svc.store.engine)
+        await hub.start()
+        yield
+        await hub.stop()
+        if engine is None:
+            await svc.store.engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})

@@ -1,0 +1,299 @@
+"""The `telehealth` command: serve, clinician, visit, join.
+
+Administrative commands (clinician, visit) work on the records store directly,
+with the same settings as `serve` (`--data-dir`, `DATABASE_URL`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from telehealth.auth import AuthError, hash_password, new_opaque_token
+from telehealth.config import ConfigError, Settings, load_settings
+from telehealth.db.engine import migrate
+from telehealth.db.store import StoreError
+from telehealth.services import Services
+from telehealth.visits import VisitError
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        host=getattr(args, "host", None), port=getattr(args, "port", None),
+        data_dir=getattr(args, "data_dir", None), public_url=getattr(args, "public_url", None),
+    )
+
+
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    from telehealth.app import build_services
+
+    svc = build_services(settings)
+    try:
+        await migrate(svc.store.engine)
+        return await work(svc)
+    finally:
+        await svc.store.engine.dispose()
+
+
+def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
+
+
+# ---- serve -----------------------------------------------------------------
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from telehealth.app import build_app
+    from web.security import RedactingAccessLogger
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger,
+                           access_log=logging.getLogger("telehealth.access"))
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    print(f"telehealth is running: open {settings.base_url}/ (data in {settings.data_dir})",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+# ---- clinicians ------------------------------------------------------------
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Password again: "):
+            raise SystemExit("The two passwords differ.")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def cmd_clinician_create(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password()
+    if len(password) < 10:
+        print("error: the password needs at least 10 characters", file=sys.stderr)
+        return 2
+
+    async def work(svc: Services) -> int:
+        row = await svc.store.create_clinician(
+            email=args.email, name=args.name, credentials=args.credentials or "",
+            password_hash=hash_password(password), now=svc.clock())
+        _out(args, {"clinician_id": row.id, "email": row.email},
+             f"Clinician {row.email} created.")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_clinician_token(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(svc: Services) -> int:
+        found = await svc.store.clinician_by_email(args.email)
+        if found is None:
+            print("error: no clinician has that email", file=sys.stderr)
+            return 2
+        token, digest = new_opaque_token()
+        await svc.store.add_api_token(
+            token_hash=digest, clinician_id=found.id, label=args.label or "", now=svc.clock(),
+            ttl=timedelta(days=svc.settings.api_token_ttl_days))
+        _out(args, {"api_token": token}, token)
+        return 0
+
+    return await _with_services(settings, work)
+
+
+# ---- visits ----------------------------------------------------------------
+
+
+async def cmd_visit_create(args: argparse.Namespace, settings: Settings) -> int:
+    from web.api import visit_request
+
+    body: dict[str, Any] = {
+        "patient_name": args.patient_name, "patient_dob": args.patient_dob,
+        "scheduled_start": args.start or datetime.now(UTC).isoformat(timespec="minutes"),
+        "visit_type": args.type, "patient_contact": args.contact or "",
+    }
+    if args.representative_name:
+        body["legal_representative"] = {
+            "name": args.representative_name,
+            "relationship": args.representative_relationship or "",
+            "authority": args.representative_authority or ""}
+
+    async def work(svc: Services) -> int:
+        found = await svc.store.clinician_by_email(args.clinician)
+        if found is None:
+            print("error: no clinician has that email", file=sys.stderr)
+            return 2
+        created = await svc.create_visit(visit_request(body), found)
+        data = {"visit_id": created.visit.id,
+                "patient_link": created.link_for_role("patient"),
+                "clinician_link": created.link_for_role("clinician")}
+        _out(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_visit_list(args: argparse.Namespace, settings: Settings) -> int:
+    from web.api import visit_json
+
+    async def work(svc: Services) -> int:
+        found = await svc.store.clinician_by_email(args.clinician)
+        if found is None:
+            print("error: no clinician has that email", file=sys.stderr)
+            return 2
+        visits = [visit_json(v) for v in await svc.store.visits_for(found.id)]
+        _out(args, {"visits": visits}, "\n".join(
+            f"{v['id']}  {v['scheduled_start']}  {v['visit_type']:<13} {v['status']}"
+            for v in visits) or "No visits.")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_visit_finish(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(svc: Services) -> int:
+        visit = await svc.store.visit(args.visit_id)
+        if visit is None:
+            print("error: no such visit", file=sys.stderr)
+            return 2
+        await svc.finish_visit(visit, args.reason)
+        _out(args, {"visit_id": visit.id, "status": args.reason}, f"Visit {args.reason}.")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_visit_add(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(svc: Services) -> int:
+        visit = await svc.store.visit(args.visit_id)
+        if visit is None:
+            print("error: no such visit", file=sys.stderr)
+            return 2
+        colleague = None
+        if args.email:
+            colleague = await svc.store.clinician_by_email(args.email)
+            if colleague is None:
+                print("error: no clinician has that email", file=sys.stderr)
+                return 2
+        person, link = await svc.add_participant(visit, role=args.role, name=args.name or "",
+                                                 clinician=colleague)
+        _out(args, {"participant_id": person.id, "role": person.role, "link": link},
+             f"{person.role}: {link}")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
+    from telehealth.media.join_cli import run_join
+
+    return await run_join(args)
+
+
+# ---- parser ----------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="data directory (default ./var)")
+    p.add_argument("--public-url", help="base URL put into links")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="telehealth", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _common(serve)
+    serve.set_defaults(run=cmd_serve)
+
+    clin = sub.add_parser("clinician", help="clinician accounts").add_subparsers(
+        dest="action", required=True)
+    create = clin.add_parser("create", help="create a clinician (password on stdin or prompt)")
+    create.add_argument("email")
+    create.add_argument("--name", required=True)
+    create.add_argument("--credentials", help='e.g. "LCSW"')
+    _common(create)
+    create.set_defaults(run=cmd_clinician_create)
+    tok = clin.add_parser("token", help="mint an API token for scripts and `telehealth join`")
+    tok.add_argument("email")
+    tok.add_argument("--label")
+    _common(tok)
+    tok.set_defaults(run=cmd_clinician_token)
+
+    visit = sub.add_parser("visit", help="video visits").add_subparsers(
+        dest="action", required=True)
+    vc = visit.add_parser("create", help="create a visit and print its links")
+    vc.add_argument("--clinician", required=True, help="the clinician's email")
+    vc.add_argument("--patient-name", required=True)
+    vc.add_argument("--patient-dob", required=True, help="YYYY-MM-DD")
+    vc.add_argument("--contact", help="patient's email or phone")
+    vc.add_argument("--start", help="scheduled start, ISO 8601 with zone (default now)")
+    vc.add_argument("--type", default="psychotherapy",
+                    choices=["intake", "psychotherapy", "family", "crisis"])
+    vc.add_argument("--representative-name")
+    vc.add_argument("--representative-relationship")
+    vc.add_argument("--representative-authority", help='e.g. "parent of a minor"')
+    _common(vc)
+    vc.set_defaults(run=cmd_visit_create)
+    vl = visit.add_parser("list", help="a clinician's visits")
+    vl.add_argument("--clinician", required=True)
+    _common(vl)
+    vl.set_defaults(run=cmd_visit_list)
+    for name, reason in (("cancel", "cancelled"), ("end", "ended")):
+        vf = visit.add_parser(name, help=f"{name} a visit (its links stop working)")
+        vf.add_argument("visit_id")
+        _common(vf)
+        vf.set_defaults(run=cmd_visit_finish, reason=reason)
+    va = visit.add_parser("add-participant", help="add a guest or co-clinician and print the link")
+    va.add_argument("visit_id")
+    va.add_argument("--role", required=True,
+                    choices=["legal_representative", "interpreter", "family_member",
+                             "co_clinician"])
+    va.add_argument("--name")
+    va.add_argument("--email", help="a co-clinician's account email")
+    _common(va)
+    va.set_defaults(run=cmd_visit_add)
+
+    join = sub.add_parser("join", help="join a visit as a headless participant")
+    from telehealth.media.join_cli import add_join_arguments
+
+    add_join_arguments(join)
+    join.set_defaults(run=cmd_join)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        return asyncio.run(args.run(args, settings))
+    except (ConfigError, StoreError, VisitError, AuthError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

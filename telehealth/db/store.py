@@ -1,0 +1,218 @@
+"""Repositories over the records store: the only place that speaks SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from telehealth.db.tables import ApiToken, Clinician, Participant, Visit, VisitEvent, WebSession
+from telehealth.visits import VisitRequest
+
+
+class StoreError(Exception):
+    """A records-store request that cannot be done as asked."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        return self._sessions()
+
+    # ---- clinicians ------------------------------------------------------
+
+    async def create_clinician(
+        self, *, email: str, name: str, credentials: str, password_hash: str, now: datetime
+    ) -> Clinician:
+        row = Clinician(id=new_id(), email=email.strip().lower(), name=name.strip(),
+                        credentials=credentials.strip(), password_hash=password_hash,
+                        created_at=now)
+        async with self.session() as s:
+            s.add(row)
+            try:
+                await s.commit()
+            except IntegrityError:
+                raise StoreError("exists", "a clinician with that email already exists") from None
+        return row
+
+    async def clinician_by_email(self, email: str) -> Clinician | None:
+        async with self.session() as s:
+            return (await s.execute(
+                select(Clinician).where(Clinician.email == email.strip().lower())
+            )).scalar_one_or_none()
+
+    async def clinician(self, clinician_id: str) -> Clinician | None:
+        async with self.session() as s:
+            return await s.get(Clinician, clinician_id)
+
+    async def set_password(self, clinician_id: str, password_hash: str) -> None:
+        async with self.session() as s:
+            await s.execute(update(Clinician).where(Clinician.id == clinician_id)
+                            .values(password_hash=password_hash))
+            await s.commit()
+
+    # ---- web sessions and API tokens --------------------------------------
+
+    async def add_web_session(
+        self, *, token_hash: str, clinician_id: str, csrf_token: str, now: datetime
+    ) -> None:
+        async with self.session() as s:
+            s.add(WebSession(token_hash=token_hash, clinician_id=clinician_id,
+                             csrf_token=csrf_token, created_at=now, last_seen=now))
+            await s.commit()
+
+    async def touch_web_session(
+        self, token_hash: str, *, idle: timedelta, now: datetime
+    ) -> WebSession | None:
+        """The live session under `token_hash`, its idle clock restarted; None if gone."""
+        async with self.session() as s:
+            row = await s.get(WebSession, token_hash)
+            if row is None:
+                return None
+            if now - row.last_seen > idle:
+                await s.delete(row)
+                await s.commit()
+                return None
+            # Writing on every request would serialise SQLite: once a minute is enough.
+            if now - row.last_seen > timedelta(seconds=60):
+                row.last_seen = now
+                await s.commit()
+            return row
+
+    async def drop_web_session(self, token_hash: str) -> None:
+        async with self.session() as s:
+            await s.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
+            await s.commit()
+
+    async def add_api_token(
+        self, *, token_hash: str, clinician_id: str, label: str, now: datetime, ttl: timedelta
+    ) -> None:
+        async with self.session() as s:
+            s.add(ApiToken(token_hash=token_hash, clinician_id=clinician_id, label=label,
+                           created_at=now, expires_at=now + ttl))
+            await s.commit()
+
+    async def clinician_for_api_token(self, token_hash: str, now: datetime) -> Clinician | None:
+        async with self.session() as s:
+            return (await s.execute(
+                select(Clinician).join(ApiToken, ApiToken.clinician_id == Clinician.id)
+                .where(ApiToken.token_hash == token_hash, ApiToken.expires_at > now)
+            )).scalar_one_or_none()
+
+    # ---- visits and participants ----------------------------------------
+
+    async def create_visit(
+        self, req: VisitRequest, *, clinician: Clinician, now: datetime
+    ) -> tuple[Visit, list[Participant]]:
+        rep = req.representative
+        visit = Visit(
+            id=new_id(), clinician_id=clinician.id, patient_name=req.patient_name.strip(),
+            patient_dob=req.patient_dob, patient_contact=req.patient_contact.strip(),
+            representative_name=rep.name.strip() if rep else None,
+            representative_relationship=rep.relationship.strip() if rep else None,
+            representative_authority=rep.authority.strip() if rep else None,
+            scheduled_start=req.scheduled_start, visit_type=req.visit_type, status="scheduled",
+            created_at=now, ended_at=None,
+        )
+        people = [
+            Participant(id=new_id(), visit_id=visit.id, role="clinician", name=clinician.name,
+                        clinician_id=clinician.id, created_at=now, failed_checks=0),
+            Participant(id=new_id(), visit_id=visit.id, role="patient", name=visit.patient_name,
+                        created_at=now, failed_checks=0),
+        ]
+        async with self.session() as s:
+            s.add(visit)
+            await s.flush()
+            s.add_all(people)
+            await s.commit()
+        return visit, people
+
+    async def visit(self, visit_id: str) -> Visit | None:
+        async with self.session() as s:
+            return await s.get(Visit, visit_id)
+
+    async def visits_for(
+        self, clinician_id: str, *, since: datetime | None = None, limit: int = 200
+    ) -> Sequence[Visit]:
+        query = select(Visit).where(Visit.clinician_id == clinician_id)
+        if since is not None:
+            query = query.where(Visit.scheduled_start >= since)
+        async with self.session() as s:
+            return (await s.execute(query.order_by(Visit.scheduled_start).limit(limit))
+                    ).scalars().all()
+
+    async def set_visit_status(
+        self, visit_id: str, status: str, *, now: datetime, only_from: Iterable[str]
+    ) -> bool:
+        """Move a visit to `status` if it is in one of `only_from`; whether it moved."""
+        values: dict[str, Any] = {"status": status}
+        if status in ("ended", "cancelled"):
+            values["ended_at"] = now
+        async with self.session() as s:
+            result = await s.execute(
+                update(Visit).where(Visit.id == visit_id, Visit.status.in_(list(only_from)))
+                .values(**values)
+            )
+            await s.commit()
+            return bool(getattr(result, "rowcount", 0))
+
+    async def add_participant(
+        self, visit_id: str, *, role: str, name: str, now: datetime,
+        clinician_id: str | None = None,
+    ) -> Participant:
+        row = Participant(id=new_id(), visit_id=visit_id, role=role, name=name.strip(),
+                          clinician_id=clinician_id, created_at=now, failed_checks=0)
+        async with self.session() as s:
+            s.add(row)
+            await s.commit()
+        return row
+
+    async def participants(self, visit_id: str) -> Sequence[Participant]:
+        async with self.session() as s:
+            return (await s.execute(
+                select(Participant).where(Participant.visit_id == visit_id)
+                .order_by(Participant.created_at)
+            )).scalars().all()
+
+    async def participant(self, participant_id: str) -> Participant | None:
+        async with self.session() as s:
+            return await s.get(Participant, participant_id)
+
+    async def set_check_counters(
+        self, participant_id: str, *, failed_checks: int, locked_until: datetime | None
+    ) -> None:
+        async with self.session() as s:
+            await s.execute(update(Participant).where(Participant.id == participant_id)
+                            .values(failed_checks=failed_checks, locked_until=locked_until))
+            await s.commit()
+
+    # ---- timeline --------------------------------------------------------
+
+    async def add_events(self, events: Iterable[VisitEvent]) -> None:
+        async with self.session() as s:
+            s.add_all(list(events))
+            await s.commit()
+
+    async def timeline(self, visit_id: str) -> Sequence[VisitEvent]:
+        async with self.session() as s:
+            return (await s.execute(
+                select(VisitEvent).where(VisitEvent.visit_id == visit_id)
+                .order_by(VisitEvent.at, VisitEvent.id)
+            )).scalars().all()

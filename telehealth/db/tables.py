@@ -1,0 +1,119 @@
+"""The records store: SQLAlchemy 2 tables (the schema lives in Alembic migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, date: Date, dict[str, Any]: JSON}
+
+
+class Clinician(Base):
+    __tablename__ = "clinicians"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    credentials: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A clinician's login; only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "web_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    clinician_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A clinician's API token for scripts; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    clinician_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class Visit(Base):
+    __tablename__ = "visits"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    clinician_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"))
+    patient_name: Mapped[str] = mapped_column(String(200))
+    patient_dob: Mapped[date]
+    patient_contact: Mapped[str] = mapped_column(String(320), default="")
+    representative_name: Mapped[str | None] = mapped_column(String(200))
+    representative_relationship: Mapped[str | None] = mapped_column(String(100))
+    representative_authority: Mapped[str | None] = mapped_column(String(200))
+    scheduled_start: Mapped[datetime]
+    visit_type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="scheduled")
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_visits_clinician_start", "clinician_id", "scheduled_start"),)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str] = mapped_column(String(200))
+    clinician_id: Mapped[str | None] = mapped_column(ForeignKey("clinicians.id"))
+    removed_at: Mapped[datetime | None]
+    failed_checks: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class VisitEvent(Base):
+    """The visit timeline: one row per thing that happened, with its time."""
+
+    __tablename__ = "visit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"))
+    participant_id: Mapped[str | None] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (Index("ix_visit_events_visit_at", "visit_id", "at"),)

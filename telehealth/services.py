@@ -1,0 +1,190 @@
+"""What the service does, for every face it has (web API, pages, CLI).
+
+`Services` holds the parts `build_app` wires (settings, store, signer, clock,
+and the signaling hub when a server runs) and carries out visit operations:
+create, add participants, mint links, join with the identity check, end or
+cancel. Rules live in `visits.py`; storage in `db/store.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from telehealth.auth import AuthError, LinkClaims, Signer
+from telehealth.config import Settings
+from telehealth.db.store import Store
+from telehealth.db.tables import Clinician, Participant, Visit, VisitEvent
+from telehealth.media.ice import ice_servers
+from telehealth.signaling.hub import Hub
+from telehealth.visits import (
+    ADDABLE_ROLES,
+    VisitError,
+    VisitRequest,
+    after_failed_check,
+    check_identity,
+    check_joinable,
+    check_lock,
+    link_window,
+    validate_request,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedVisit:
+    visit: Visit
+    participants: list[Participant]
+    links: dict[str, str]  # participant id -> link
+
+    def link_for_role(self, role: str) -> str:
+        return next(self.links[p.id] for p in self.participants if p.role == role)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    signer: Signer
+    clock: Clock
+    hub: Hub | None = None
+
+    # ---- links -----------------------------------------------------------
+
+    def link_for(self, visit: Visit, person: Participant) -> str:
+        """The participant's join link. Deterministic: minting it again gives the same one."""
+        nbf, exp = link_window(visit.scheduled_start, self.settings.link_valid_before_s,
+                               self.settings.link_valid_after_s)
+        token = self.signer.link_token(LinkClaims(visit.id, person.id, person.role, nbf, exp))
+        return f"{self.settings.base_url}/v/{token}"
+
+    # ---- visits ----------------------------------------------------------
+
+    async def create_visit(self, req: VisitRequest, clinician: Clinician) -> CreatedVisit:
+        now = self.clock()
+        validate_request(req, now)
+        visit, people = await self.store.create_visit(req, clinician=clinician, now=now)
+        return CreatedVisit(visit, people, {p.id: self.link_for(visit, p) for p in people})
+
+    async def add_participant(
+        self, visit: Visit, *, role: str, name: str, clinician: Clinician | None = None
+    ) -> tuple[Participant, str]:
+        if role not in ADDABLE_ROLES:
+            raise VisitError("invalid_field", f"Role must be one of {', '.join(ADDABLE_ROLES)}.")
+        if visit.status in ("ended", "cancelled"):
+            raise VisitError(f"visit_{visit.status}", f"This visit is {visit.status}.")
+        if role == "legal_representative":
+            if not visit.representative_name:
+                raise VisitError(
+                    "no_representative_on_record",
+                    "The patient's record names no legal representative.",
+                    "Add the representative (name, relationship, authority) to the visit first.")
+            name = visit.representative_name
+        if role == "co_clinician" and clinician is not None:
+            name = clinician.name
+        if not name.strip():
+            raise VisitError("invalid_field", "A participant needs a name.")
+        person = await self.store.add_participant(
+            visit.id, role=role, name=name, now=self.clock(),
+            clinician_id=clinician.id if clinician else None)
+        return person, self.link_for(visit, person)
+
+    async def may_manage(self, clinician: Clinician, visit: Visit) -> bool:
+        """The visit's own clinician, or a co-clinician added to it."""
+        if visit.clinician_id == clinician.id:
+            return True
+        return any(p.clinician_id == clinician.id and p.removed_at is None
+                   for p in await self.store.participants(visit.id))
+
+    async def finish_visit(self, visit: Visit, reason: str) -> None:
+        """End (`ended`) or cancel (`cancelled`) a visit: links die, the room is told."""
+        allowed = ("scheduled",) if reason == "cancelled" else ("scheduled", "in_progress")
+        if visit.status not in allowed:
+            raise VisitError("bad_state", f"A visit that is {visit.status} cannot be {reason}.")
+        now = self.clock()
+        if not await self.store.set_visit_status(visit.id, reason, now=now, only_from=allowed):
+            raise VisitError("bad_state", f"The visit can no longer be {reason}.")
+        await self.store.add_events([VisitEvent(visit_id=visit.id, participant_id=None,
+                                                kind=reason, at=now, detail={})])
+        if self.hub is not None:
+            await self.hub.end_visit(visit.id, reason, None)
+
+    # ---- joining ---------------------------------------------------------
+
+    async def _resolve(self, claims: LinkClaims) -> tuple[Visit, Participant]:
+        visit = await self.store.visit(claims.visit_id)
+        person = await self.store.participant(claims.participant_id)
+        if visit is None or person is None or person.visit_id != visit.id:
+            raise AuthError("link_invalid", "This link is not valid.")
+        return visit, person
+
+    async def join(
+        self, token: str, *, dob: str | None, name: str | None
+    ) -> dict[str, Any]:
+        """Check a link and the identity answers; give a ticket for the WebSocket."""
+        claims = self.signer.read_link(token)
+        visit, person = await self._resolve(claims)
+        now = self.clock()
+        events = [_event(visit, person, "link_opened", now)]
+        try:
+            check_joinable(status=visit.status, removed=person.removed_at is not None,
+                           not_before=claims.not_before, expires=claims.expires, now=now)
+            check_lock(person.locked_until, now)
+            record_name = (visit.representative_name or ""
+                           if person.role == "legal_representative" else person.name)
+            if not check_identity(role=person.role, record_dob=visit.patient_dob,
+                                  record_name=record_name, dob=dob, name=name):
+                raise await self._failed_check(visit, person, events, now)
+        finally:
+            await self.store.add_events(events)
+        if person.failed_checks:
+            await self.store.set_check_counters(person.id, failed_checks=0, locked_until=None)
+        await self.store.add_events([_event(visit, person, "identity_verified", now)])
+        clinician = await self.store.clinician(visit.clinician_id)
+        return {
+            "ticket": self.signer.ticket(claims),
+            "ws_url": "/ws",
+            "participant": {"id": person.id, "role": person.role, "name": person.name},
+            "visit": {
+                "id": visit.id, "scheduled_start": visit.scheduled_start.isoformat(),
+                "visit_type": visit.visit_type,
+                "clinician_name": clinician.name if clinician else "",
+                "practice_name": self.settings.practice_name,
+            },
+            "ice_servers": ice_servers(self.settings, person.id, now),
+            "reconnect_grace_s": self.settings.reconnect_grace_s,
+        }
+
+    async def _failed_check(
+        self, visit: Visit, person: Participant, events: list[VisitEvent], now: datetime
+    ) -> VisitError:
+        settings = self.settings
+        state = after_failed_check(person.failed_checks, max_attempts=settings.dob_max_attempts,
+                                   lockout_s=settings.dob_lockout_s, now=now)
+        await self.store.set_check_counters(person.id, failed_checks=state.failed_checks,
+                                            locked_until=state.locked_until)
+        events.append(_event(visit, person, "identity_failed", now))
+        if state.locked_until is not None:
+            events.append(_event(visit, person, "link_locked", now))
+            return VisitError("link_locked", "This link is locked after too many attempts.",
+                              "Wait 15 minutes and try again, or call your practice.",
+                              locked_until=state.locked_until.isoformat())
+        return VisitError("identity_mismatch", "That does not match our records.",
+                          "Check what you typed and try again.",
+                          attempts_left=state.attempts_left)
+
+    async def timeline(self, visit: Visit) -> Sequence[VisitEvent]:
+        if self.hub is not None:
+            await self.hub.flush_events()
+        return await self.store.timeline(visit.id)
+
+
+def _event(visit: Visit, person: Participant, kind: str, at: datetime) -> VisitEvent:
+    return VisitEvent(visit_id=visit.id, participant_id=person.id, kind=kind, at=at, detail={})

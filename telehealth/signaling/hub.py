@@ -1,0 +1,302 @@
+"""The async shell around the rooms: WebSocket <-> room state machine <-> storage.
+
+    socket frame ──parse──> typed message ──Room.receive(now)──> effects
+    effects: Send -> the connection's outbound queue (a writer task drains it)
+             Close -> after the frames queued before it
+             Record -> the timeline writer (batched into `visit_events`)
+             VisitOver -> visit status in storage (links die with it)
+
+One process, one event loop: each room is only touched from the loop, so the
+pure room needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from telehealth.auth import AuthError, Signer
+from telehealth.config import Settings
+from telehealth.db.store import Store
+from telehealth.db.tables import VisitEvent
+from telehealth.signaling import protocol as p
+from telehealth.signaling.ratelimit import TokenBucket
+from telehealth.signaling.room import Close, Effect, Record, Room, Send, VisitOver
+from telehealth.visits import VisitError, check_joinable
+
+log = logging.getLogger("telehealth.signaling")
+Clock = Callable[[], datetime]
+_CLOSE = object()
+_MAX_QUEUED = 2000
+
+
+class Connection:
+    """One participant socket and its outbound queue."""
+
+    __slots__ = ("bucket", "closing", "id", "queue", "visit_id", "writer", "ws")
+
+    def __init__(self, conn_id: int, ws: web.WebSocketResponse, bucket: TokenBucket) -> None:
+        self.id = conn_id
+        self.ws = ws
+        self.bucket = bucket
+        self.visit_id: str | None = None
+        self.queue: deque[Any] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def send(self, text: str) -> None:
+        if self.closing:
+            return
+        if len(self.queue) >= _MAX_QUEUED:
+            # A reader this slow would hold the whole room back: treat it as dropped.
+            self.close(p.CLOSE_UNAVAILABLE, "too slow")
+            return
+        self.queue.append(text)
+        self._kick()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.queue.append((_CLOSE, code, reason))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                item = self.queue.popleft()
+                if isinstance(item, str):
+                    await self.ws.send_str(item)
+                else:
+                    _, code, reason = item
+                    await self.ws.close(code=code, message=reason.encode())
+                    return
+        except (ConnectionError, RuntimeError):
+            self.queue.clear()
+
+
+class Hub:
+    def __init__(self, settings: Settings, store: Store, signer: Signer, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.clock = clock
+        self.rooms: dict[str, Room] = {}
+        self.conns: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._events: list[VisitEvent] = []
+        self._events_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._write_events()),
+                       asyncio.create_task(self._expire_loop())]
+
+    async def stop(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.close(p.CLOSE_UNAVAILABLE, "server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush_events()
+
+    async def flush_events(self) -> None:
+        batch, self._events = self._events, []
+        if batch:
+            await self.store.add_events(batch)
+
+    async def _write_events(self) -> None:
+        while True:
+            await self._events_ready.wait()
+            self._events_ready.clear()
+            try:
+                await self.flush_events()
+            except Exception:  # keep the timeline writer alive whatever storage does
+                log.exception("could not write timeline events; retrying")
+                await asyncio.sleep(1.0)
+                self._events_ready.set()
+
+    async def _expire_loop(self) -> None:
+        interval = max(0.05, min(1.0, self.settings.reconnect_grace_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            for visit_id, room in list(self.rooms.items()):
+                deadline = room.next_deadline()
+                if deadline is not None and now >= deadline:
+                    await self._apply(visit_id, room.expire(now))
+                self._forget_if_empty(visit_id, room)
+
+    def _forget_if_empty(self, visit_id: str, room: Room) -> None:
+        if room.empty and self.rooms.get(visit_id) is room:
+            del self.rooms[visit_id]
+
+    # ---- effects ---------------------------------------------------------
+
+    async def _apply(self, visit_id: str, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                conn = self.conns.get(effect.conn)
+                if conn is not None:
+                    conn.send(p.encode(effect.message))
+            elif isinstance(effect, Close):
+                conn = self.conns.get(effect.conn)
+                if conn is not None:
+                    conn.close(effect.code, effect.reason)
+            elif isinstance(effect, Record):
+                self._events.append(VisitEvent(
+                    visit_id=visit_id, participant_id=effect.participant_id, kind=effect.kind,
+                    at=effect.at, detail=effect.detail))
+                self._events_ready.set()
+            elif isinstance(effect, VisitOver):
+                await self.store.set_visit_status(
+                    visit_id, effect.reason, now=self.clock(),
+                    only_from=("scheduled", "in_progress"))
+
+    async def end_visit(self, visit_id: str, reason: str, by_participant_id: str | None) -> None:
+        """End or cancel from outside the room (dashboard, API): tell whoever is connected."""
+        room = self.rooms.get(visit_id)
+        if room is None:
+            return
+        by = room.members.get(by_participant_id) if by_participant_id else None
+        # Storage was updated by the caller; the room only tells and disconnects.
+        effects = [e for e in room.end(reason, by, self.clock()) if not isinstance(e, VisitOver)]
+        await self._apply(visit_id, effects)
+
+    # ---- the socket ------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.settings.heartbeat_s,
+            # Frames over our own limit get an error frame, not a dropped connection;
+            # only frames far beyond it are cut by aiohttp (close 1009).
+            max_msg_size=max(1 << 20, 4 * self.settings.max_message_bytes),
+        )
+        await ws.prepare(request)
+        conn = Connection(next(self._ids), ws, TokenBucket(
+            self.settings.rate_burst, self.settings.rate_per_s, time.monotonic()))
+        self.conns[conn.id] = conn
+        try:
+            if await self._hello(conn):
+                await self._read(conn)
+        finally:
+            self.conns.pop(conn.id, None)
+            room = self.rooms.get(conn.visit_id) if conn.visit_id else None
+            if room is not None and conn.visit_id is not None:
+                await self._apply(conn.visit_id, room.disconnect(conn.id, self.clock()))
+                self._forget_if_empty(conn.visit_id, room)
+            if conn.writer is not None:
+                with contextlib.suppress(Exception):
+                    await conn.writer
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    def _error(self, conn: Connection, code: str, message: str, ref: str | None = None) -> None:
+        conn.send(p.encode(p.error(code, message, ref)))
+
+    async def _next_text(self, conn: Connection, wait_s: float | None) -> str | None:
+        """The next text frame; None when the socket is done. Binary frames get an error."""
+        while True:
+            msg = await conn.ws.receive(timeout=wait_s)
+            if msg.type is WSMsgType.TEXT:
+                return str(msg.data)
+            if msg.type is WSMsgType.BINARY:
+                self._error(conn, "invalid_json", "frames must be JSON text")
+                continue
+            return None
+
+    async def _hello(self, conn: Connection) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.hello_timeout_s
+        while True:
+            try:
+                text = await self._next_text(conn, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                conn.close(p.CLOSE_PROTOCOL, "no hello")
+                return False
+            if text is None:
+                return False
+            try:
+                msg = p.parse(text, self.settings.max_message_bytes)
+            except p.ProtocolError as exc:
+                conn.send(p.encode(exc.frame()))
+                continue
+            if not isinstance(msg, p.Hello):
+                self._error(conn, "hello_required", "say hello first", msg.TYPE)
+                continue
+            if msg.v != p.VERSION:
+                self._error(conn, "version_unsupported",
+                            f"this server speaks version {p.VERSION}", "hello")
+                conn.close(p.CLOSE_PROTOCOL, "version")
+                return False
+            return await self._admit_socket(conn, msg.ticket)
+
+    async def _admit_socket(self, conn: Connection, ticket: str) -> bool:
+        now = self.clock()
+        try:
+            claims = self.signer.read_ticket(ticket)
+            visit = await self.store.visit(claims.visit_id)
+            person = await self.store.participant(claims.participant_id)
+            if visit is None or person is None or person.visit_id != visit.id:
+                raise AuthError("link_invalid", "This link is not valid.")
+            check_joinable(status=visit.status, removed=person.removed_at is not None,
+                           not_before=claims.not_before, expires=claims.expires, now=now)
+        except AuthError as exc:
+            self._error(conn, exc.code, exc.message, "hello")
+            conn.close(p.CLOSE_TICKET_INVALID, exc.code)
+            return False
+        except VisitError as exc:
+            self._error(conn, exc.code, exc.message, "hello")
+            conn.close(p.CLOSE_ENDED, exc.code)
+            return False
+        if person.role in p.CARE_TEAM and visit.status == "scheduled":
+            await self.store.set_visit_status(visit.id, "in_progress", now=now,
+                                              only_from=("scheduled",))
+        room = self.rooms.get(visit.id)
+        if room is None:
+            room = self.rooms[visit.id] = Room(
+                visit.id, max_participants=self.settings.max_participants,
+                grace=timedelta(seconds=self.settings.reconnect_grace_s))
+        conn.visit_id = visit.id
+        await self._apply(visit.id, room.connect(conn.id, person.id, person.role, person.name, now))
+        return not conn.closing
+
+    async def _read(self, conn: Connection) -> None:
+        assert conn.visit_id is not None
+        limit = self.settings.max_message_bytes
+        while not conn.closing:
+            text = await self._next_text(conn, None)
+            if text is None:
+                return
+            mono = time.monotonic()
+            if not conn.bucket.take(mono):
+                if conn.bucket.should_warn(mono):
+                    self._error(conn, "rate_limited", "too many messages; slow down")
+                continue
+            try:
+                msg = p.parse(text, limit)
+            except p.ProtocolError as exc:
+                conn.send(p.encode(exc.frame()))
+                continue
+            room = self.rooms.get(conn.visit_id)
+            if room is None:
+                return
+            await self._apply(conn.visit_id, room.receive(conn.id, msg, self.clock()))

@@ -1,0 +1,182 @@
+"""Shared fixtures: real servers on loopback, real SQLite and PostgreSQL, a steerable clock."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from telehealth.app import build_app
+from telehealth.auth import hash_password, new_opaque_token
+from telehealth.config import Secret, Settings
+from telehealth.db.tables import Clinician
+from telehealth.services import CreatedVisit, Services
+from telehealth.visits import Representative, VisitRequest
+from web.keys import SERVICES
+
+PG_ADMIN_DSN = os.environ.get("TELEHEALTH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class Clock:
+    """A clock the test moves by hand; starts at the real now."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@contextlib.asynccontextmanager
+async def throwaway_pg() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own, dropped afterwards: runs never see each other."""
+    name = f"th_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://")
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    async with throwaway_pg() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Both records stores: each test using this runs once on each."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    else:
+        async with throwaway_pg() as url:
+            yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    port = free_port()
+    return Settings(
+        host="127.0.0.1", port=port, data_dir=tmp_path / "var",
+        public_url=f"http://127.0.0.1:{port}", secret_key=Secret(secrets.token_urlsafe(40)),
+        heartbeat_s=5.0, reconnect_grace_s=5.0,
+    )
+
+
+@dataclass
+class Running:
+    """A real server on loopback, with the services behind it."""
+
+    app: web.Application
+    url: str
+    http: aiohttp.ClientSession
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    async def clinician(
+        self, email: str = "dr.rivera@example.org", name: str = "Dana Rivera",
+        password: str = "correct horse battery",
+    ) -> tuple[Clinician, str]:
+        """A clinician and an API token for it."""
+        svc = self.services
+        row = await svc.store.create_clinician(email=email, name=name, credentials="LCSW",
+                                               password_hash=hash_password(password),
+                                               now=svc.clock())
+        token, digest = new_opaque_token()
+        await svc.store.add_api_token(token_hash=digest, clinician_id=row.id, label="test",
+                                      now=svc.clock(), ttl=timedelta(days=1))
+        return row, token
+
+    async def visit(
+        self, clinician: Clinician, *, dob: str = "1990-04-27",
+        representative: bool = False, **kwargs: Any,
+    ) -> CreatedVisit:
+        svc = self.services
+        req = VisitRequest(
+            patient_name=kwargs.pop("patient_name", "Alex Morgan"),
+            patient_dob=datetime.fromisoformat(dob).date(),
+            scheduled_start=kwargs.pop("scheduled_start", svc.clock()),
+            representative=Representative("Sam Morgan", "parent", "parent of a minor")
+            if representative else None,
+            **kwargs,
+        )
+        return await svc.create_visit(req, clinician)
+
+    async def post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.post(self.url + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    async def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.get(self.url + path, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+
+async def start_server(settings: Settings, clock: Clock) -> AsyncIterator[Running]:
+    app = build_app(settings, clock=clock)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    async with aiohttp.ClientSession() as http:
+        yield Running(app, settings.base_url, http)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def server(settings: Settings, clock: Clock) -> AsyncIterator[Running]:
+    async for running in start_server(settings, clock):
+        yield running
+
+
+@pytest.fixture
+async def pg_server(settings: Settings, clock: Clock, pg_url: str) -> AsyncIterator[Running]:
+    async for running in start_server(replace(settings, database_url=pg_url), clock):
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tokens(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No log line of any test may hold a link token or ticket."""
+    yield
+    for record in caplog.records:
+        text = record.getMessage()
+        assert "eyJ" not in text, f"a token reached the log: {record.name}"

@@ -1,0 +1,231 @@
+"""The JSON API (`/api/v1`): join, clinician login, visits, participants, timeline."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from telehealth.auth import AuthError, check_password, new_opaque_token, token_digest
+from telehealth.db.tables import Participant, Visit
+from telehealth.visits import Representative, VisitError, VisitRequest
+from web.keys import CSRF_TOKEN, clinician, services
+from web.security import SESSION_COOKIE, require_clinician
+
+routes = web.RouteTableDef()
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise VisitError("bad_request", "The request body must be JSON.") from None
+    if not isinstance(body, dict):
+        raise VisitError("bad_request", "The request body must be a JSON object.")
+    return body
+
+
+def _str(body: dict[str, Any], name: str, *, required: bool = True, limit: int = 200) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+        raise VisitError("invalid_field", f"'{name}' must be text of at most {limit} characters.")
+    return value
+
+
+def _opt_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise VisitError("bad_request", f"'{name}' must be text.")
+    return value
+
+
+# ---- joining -------------------------------------------------------------
+
+
+@routes.post("/api/v1/join")
+async def join(request: web.Request) -> web.Response:
+    body = await _json(request)
+    token = body.get("token")
+    if not isinstance(token, str) or len(token) > 4096:
+        raise AuthError("link_invalid", "This link is not valid.")
+    grant = await services(request).join(token, dob=_opt_str(body, "dob"),
+                                         name=_opt_str(body, "name"))
+    return web.json_response(grant)
+
+
+# ---- clinician session ---------------------------------------------------
+
+
+@routes.post("/api/v1/session")
+async def login(request: web.Request) -> web.Response:
+    body = await _json(request)
+    svc = services(request)
+    email, password = _str(body, "email", limit=320), _str(body, "password", limit=1024)
+    found = await svc.store.clinician_by_email(email)
+    if found is None or not check_password(found.password_hash, password):
+        raise AuthError("bad_credentials", "That email and password do not match.")
+    token, digest = new_opaque_token()
+    csrf = secrets.token_urlsafe(24)
+    await svc.store.add_web_session(token_hash=digest, clinician_id=found.id, csrf_token=csrf,
+                                    now=svc.clock())
+    response = web.json_response({"clinician": _clinician(found), "csrf_token": csrf})
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        secure=svc.settings.cookie_secure)
+    return response
+
+
+@routes.delete("/api/v1/session")
+@require_clinician
+async def logout(request: web.Request) -> web.Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        await services(request).store.drop_web_session(token_digest(cookie))
+    response = web.json_response({"ok": True})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@routes.get("/api/v1/me")
+@require_clinician
+async def me(request: web.Request) -> web.Response:
+    return web.json_response({"clinician": _clinician(clinician(request)),
+                              "csrf_token": request.get(CSRF_TOKEN)})
+
+
+def _clinician(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "email": c.email, "name": c.name, "credentials": c.credentials}
+
+
+# ---- visits --------------------------------------------------------------
+
+
+def visit_request(body: dict[str, Any]) -> VisitRequest:
+    """A `VisitRequest` from the JSON (or CLI) fields, with clear errors."""
+    try:
+        dob = date.fromisoformat(_str(body, "patient_dob", limit=10))
+    except ValueError:
+        raise VisitError("invalid_field", "'patient_dob' must look like 1990-04-27.") from None
+    try:
+        start = datetime.fromisoformat(_str(body, "scheduled_start", limit=40))
+    except ValueError:
+        raise VisitError("invalid_field",
+                         "'scheduled_start' must be ISO 8601 with a zone.") from None
+    rep = body.get("legal_representative")
+    representative = None
+    if rep is not None:
+        if not isinstance(rep, dict):
+            raise VisitError("invalid_field", "'legal_representative' must be an object.")
+        representative = Representative(_str(rep, "name"), _str(rep, "relationship"),
+                                        _str(rep, "authority"))
+    return VisitRequest(
+        patient_name=_str(body, "patient_name"), patient_dob=dob, scheduled_start=start,
+        visit_type=_str(body, "visit_type", required=False) or "psychotherapy",
+        patient_contact=_str(body, "patient_contact", required=False, limit=320),
+        representative=representative,
+    )
+
+
+async def _managed_visit(request: web.Request) -> Visit:
+    svc = services(request)
+    visit = await svc.store.visit(request.match_info["visit_id"])
+    # Someone else's visit answers exactly like a missing one.
+    if visit is None or not await svc.may_manage(clinician(request), visit):
+        raise VisitError("not_found", "No such visit.")
+    return visit
+
+
+def visit_json(visit: Visit) -> dict[str, Any]:
+    return {
+        "id": visit.id, "patient_name": visit.patient_name,
+        "scheduled_start": visit.scheduled_start.isoformat(), "visit_type": visit.visit_type,
+        "status": visit.status, "ended_at": visit.ended_at.isoformat() if visit.ended_at else None,
+        "legal_representative": {
+            "name": visit.representative_name, "relationship": visit.representative_relationship,
+            "authority": visit.representative_authority,
+        } if visit.representative_name else None,
+    }
+
+
+def participant_json(person: Participant, link: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": person.id, "role": person.role, "name": person.name}
+    if link is not None:
+        out["link"] = link
+    return out
+
+
+@routes.post("/api/v1/visits")
+@require_clinician
+async def create_visit(request: web.Request) -> web.Response:
+    created = await services(request).create_visit(visit_request(await _json(request)),
+                                                   clinician(request))
+    return web.json_response({
+        "visit_id": created.visit.id,
+        "patient_link": created.link_for_role("patient"),
+        "clinician_link": created.link_for_role("clinician"),
+        "visit": visit_json(created.visit),
+    }, status=201)
+
+
+@routes.get("/api/v1/visits")
+@require_clinician
+async def list_visits(request: web.Request) -> web.Response:
+    visits = await services(request).store.visits_for(clinician(request).id)
+    return web.json_response({"visits": [visit_json(v) for v in visits]})
+
+
+@routes.get("/api/v1/visits/{visit_id}")
+@require_clinician
+async def show_visit(request: web.Request) -> web.Response:
+    svc = services(request)
+    visit = await _managed_visit(request)
+    people = await svc.store.participants(visit.id)
+    live = visit.status in ("scheduled", "in_progress")
+    return web.json_response({**visit_json(visit), "participants": [
+        participant_json(p, svc.link_for(visit, p) if live else None) for p in people]})
+
+
+@routes.post("/api/v1/visits/{visit_id}/participants")
+@require_clinician
+async def add_participant(request: web.Request) -> web.Response:
+    svc = services(request)
+    visit = await _managed_visit(request)
+    body = await _json(request)
+    role = _str(body, "role", limit=40)
+    colleague = None
+    if role == "co_clinician" and body.get("email"):
+        colleague = await svc.store.clinician_by_email(_str(body, "email", limit=320))
+        if colleague is None:
+            raise VisitError("invalid_field", "No clinician has that email.")
+    name = _str(body, "name", required=role not in ("legal_representative", "co_clinician"))
+    person, link = await svc.add_participant(visit, role=role, name=name, clinician=colleague)
+    return web.json_response(participant_json(person, link), status=201)
+
+
+@routes.post("/api/v1/visits/{visit_id}/cancel")
+@require_clinician
+async def cancel_visit(request: web.Request) -> web.Response:
+    visit = await _managed_visit(request)
+    await services(request).finish_visit(visit, "cancelled")
+    return web.json_response({"ok": True, "status": "cancelled"})
+
+
+@routes.post("/api/v1/visits/{visit_id}/end")
+@require_clinician
+async def end_visit(request: web.Request) -> web.Response:
+    visit = await _managed_visit(request)
+    await services(request).finish_visit(visit, "ended")
+    return web.json_response({"ok": True, "status": "ended"})
+
+
+@routes.get("/api/v1/visits/{visit_id}/timeline")
+@require_clinician
+async def timeline(request: web.Request) -> web.Response:
+    visit = await _managed_visit(request)
+    events = await services(request).timeline(visit)
+    return web.json_response({"events": [
+        {"at": e.at.isoformat(), "participant_id": e.participant_id, "kind": e.kind,
+         "detail": e.detail} for e in events]})
