@@ -274,7 +274,8 @@ class Hub:
         if room is None:
             room = self.rooms[visit.id] = Room(
                 visit.id, max_participants=self.settings.max_participants,
-                grace=timedelta(seconds=self.settings.reconnect_grace_s))
+                grace=timedelta(seconds=self.settings.reconnect_grace_s),
+                heartbeat_s=self.settings.heartbeat_s)
         conn.visit_id = visit.id
         await self._apply(visit.id, room.connect(conn.id, person.id, person.role, person.name, now))
         return not conn.closing

@@ -52,6 +52,7 @@ class Field:
     required: bool = True
     max_chars: int | None = None
     nullable: bool = False
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +177,20 @@ MESSAGES: dict[str, type[ClientMessage]] = {
 }
 
 _CANDIDATE_FIELDS: dict[str, Field] = {
-    "candidate": Field(str, max_chars=4096),
+    # "" marks the end of candidates (what browsers' toJSON() gives for it).
+    "candidate": Field(str, max_chars=4096, allow_empty=True),
     "sdpMid": Field(str, required=False, nullable=True, max_chars=64),
     "sdpMLineIndex": Field(int, required=False, nullable=True),
     "usernameFragment": Field(str, required=False, nullable=True, max_chars=256),
 }
 
 
-def _check_fields(obj: dict[str, Any], fields: dict[str, Field], ref: str) -> dict[str, Any]:
+def _check_fields(
+    obj: dict[str, Any], fields: dict[str, Field], ref: str, *, top: bool = True
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in obj:
-        if name not in fields and name != "type":
+        if name not in fields and not (top and name == "type"):
             raise ProtocolError("unknown_field", f"'{ref}' has no field '{name}'", ref)
     for name, spec in fields.items():
         if name not in obj:
@@ -210,7 +214,7 @@ def _check_fields(obj: dict[str, Any], fields: dict[str, Field], ref: str) -> di
                 raise ProtocolError(
                     "invalid_field", f"'{ref}.{name}' is longer than {spec.max_chars}", ref
                 )
-            if not value.strip() and spec.required:
+            if not value.strip() and spec.required and not spec.allow_empty:
                 raise ProtocolError("invalid_field", f"'{ref}.{name}' is empty", ref)
         values[name] = value
     return values
@@ -238,7 +242,8 @@ def parse(frame: str | bytes, max_bytes: int) -> ClientMessage:
     cls = MESSAGES[kind]
     values = _check_fields(obj, cls.FIELDS, kind)
     if cls is Ice and values.get("candidate") is not None:
-        values["candidate"] = _check_fields(values["candidate"], _CANDIDATE_FIELDS, "ice.candidate")
+        values["candidate"] = _check_fields(
+            values["candidate"], _CANDIDATE_FIELDS, "ice.candidate", top=False)
     return cls(**values)
 
 

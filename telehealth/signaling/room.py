@@ -88,9 +88,11 @@ class Room:
     """State of one visit's signaling room."""
 
     def __init__(
-        self, visit_id: str, *, max_participants: int = 6, grace: timedelta = timedelta(seconds=60)
+        self, visit_id: str, *, max_participants: int = 6,
+        grace: timedelta = timedelta(seconds=60), heartbeat_s: float = 20.0,
     ) -> None:
         self.visit_id = visit_id
+        self.heartbeat_s = heartbeat_s
         self.max_participants = max_participants
         self.grace = grace
         self.members: dict[str, Member] = {}
@@ -187,6 +189,7 @@ class Room:
             "type": "welcome", "v": p.VERSION,
             "participant": {"id": member.id, "role": member.role, "name": member.name},
             "visit_id": self.visit_id, "state": member.state.value, "resumed": resumed,
+            "heartbeat_s": self.heartbeat_s,
         }
 
     def _admitted_frame(self, member: Member) -> dict[str, Any]:
