@@ -12,7 +12,7 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from telehealth.db.store import StoreError
 from telehealth.services import Services
 from telehealth.visits import VisitError
 
-Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = _settings(args)
-        return asyncio.run(args.run(args, settings))
+        command: Command = args.run
+        return asyncio.run(command(args, settings))
     except (ConfigError, StoreError, VisitError, AuthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

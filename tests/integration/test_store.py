@@ -50,7 +50,8 @@ async def test_sessions_expire_after_idle_time(store: Store) -> None:
     assert await store.touch_web_session("s" * 64, idle=idle, now=NOW + timedelta(minutes=29))
     # touched at 29 min (more than a minute after the last write), so alive at 58 min
     assert await store.touch_web_session("s" * 64, idle=idle, now=NOW + timedelta(minutes=58))
-    assert await store.touch_web_session("s" * 64, idle=idle, now=NOW + timedelta(minutes=89)) is None
+    later = NOW + timedelta(minutes=89)
+    assert await store.touch_web_session("s" * 64, idle=idle, now=later) is None
     assert await store.touch_web_session("s" * 64, idle=idle, now=NOW) is None  # deleted
 
 

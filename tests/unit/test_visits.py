@@ -35,8 +35,8 @@ def refusal(**kwargs: object) -> str:
 
 
 def test_link_window_defaults() -> None:
-    assert NBF == START - timedelta(hours=1)
-    assert EXP == START + timedelta(hours=3)
+    assert START - timedelta(hours=1) == NBF
+    assert START + timedelta(hours=3) == EXP
 
 
 def test_joinable_inside_the_window() -> None:

@@ -1,0 +1,72 @@
+"""The `telehealth` command as an administrator runs it (real subprocesses, real SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+
+from telehealth.config import Settings, with_generated_secrets
+
+
+def run(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "telehealth.cli", *args, "--data-dir", str(data_dir)],
+        input=stdin, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_clinician_then_visit_then_cancel(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    made = run(data, "clinician", "create", "dr.rivera@example.org", "--name", "Dana Rivera",
+               "--credentials", "LCSW", "--json", stdin="a long enough password\n")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["email"] == "dr.rivera@example.org"
+
+    again = run(data, "clinician", "create", "dr.rivera@example.org", "--name", "X",
+                stdin="another long password\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    short = run(data, "clinician", "create", "b@example.org", "--name", "B", stdin="short\n")
+    assert short.returncode == 2 and "10 characters" in short.stderr
+
+    created = run(data, "visit", "create", "--clinician", "dr.rivera@example.org",
+                  "--patient-name", "Alex Morgan", "--patient-dob", "1990-04-27",
+                  "--start", "2026-12-01T15:00:00+00:00", "--type", "intake", "--json")
+    assert created.returncode == 0, created.stderr
+    out = json.loads(created.stdout)
+    assert set(out) == {"visit_id", "patient_link", "clinician_link"}
+    assert out["patient_link"].startswith("http://127.0.0.1:8080/v/")
+
+    # The link is signed with the generated secret and names the visit and the role.
+    secret = with_generated_secrets(Settings(data_dir=data)).secret_key.value
+    claims = jwt.decode(out["patient_link"].rsplit("/", 1)[1], secret, algorithms=["HS256"],
+                        options={"verify_exp": False, "verify_nbf": False})
+    assert claims["v"] == out["visit_id"] and claims["r"] == "patient"
+    assert claims["exp"] - claims["nbf"] == 4 * 3600
+
+    no_rep = run(data, "visit", "add-participant", out["visit_id"], "--role",
+                 "legal_representative")
+    assert no_rep.returncode == 2 and "no legal representative" in no_rep.stderr
+
+    added = run(data, "visit", "add-participant", out["visit_id"], "--role", "interpreter",
+                "--name", "Ana Ruiz", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["role"] == "interpreter"
+
+    listed = run(data, "visit", "list", "--clinician", "dr.rivera@example.org", "--json")
+    assert [v["status"] for v in json.loads(listed.stdout)["visits"]] == ["scheduled"]
+
+    assert run(data, "visit", "cancel", out["visit_id"]).returncode == 0
+    listed = run(data, "visit", "list", "--clinician", "dr.rivera@example.org", "--json")
+    assert [v["status"] for v in json.loads(listed.stdout)["visits"]] == ["cancelled"]
+    again = run(data, "visit", "cancel", out["visit_id"])
+    assert again.returncode == 2 and "cannot be cancelled" in again.stderr
+
+    token = run(data, "clinician", "token", "dr.rivera@example.org", "--json")
+    assert len(json.loads(token.stdout)["api_token"]) >= 40
