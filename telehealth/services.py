@@ -118,19 +118,19 @@ class Services:
 
     # ---- joining ---------------------------------------------------------
 
-    async def _resolve(self, claims: LinkClaims) -> tuple[Visit, Participant]:
-        visit = await self.store.visit(claims.visit_id)
-        person = await self.store.participant(claims.participant_id)
-        if visit is None or person is None or person.visit_id != visit.id:
+    async def resolve(self, claims: LinkClaims) -> tuple[Visit, Participant, Clinician]:
+        """The visit, participant and clinician a genuine link or ticket names."""
+        found = await self.store.visit_and_participant(claims.visit_id, claims.participant_id)
+        if found is None:
             raise AuthError("link_invalid", "This link is not valid.")
-        return visit, person
+        return found
 
     async def join(
         self, token: str, *, dob: str | None, name: str | None
     ) -> dict[str, Any]:
         """Check a link and the identity answers; give a ticket for the WebSocket."""
         claims = self.signer.read_link(token)
-        visit, person = await self._resolve(claims)
+        visit, person, clinician = await self.resolve(claims)
         now = self.clock()
         events = [_event(visit, person, "link_opened", now)]
         try:
@@ -142,20 +142,19 @@ class Services:
             if not check_identity(role=person.role, record_dob=visit.patient_dob,
                                   record_name=record_name, dob=dob, name=name):
                 raise await self._failed_check(visit, person, events, now)
+            if person.failed_checks:
+                await self.store.set_check_counters(person.id, failed_checks=0,
+                                                    locked_until=None)
+            events.append(_event(visit, person, "identity_verified", now))
         finally:
             await self.store.add_events(events)
-        if person.failed_checks:
-            await self.store.set_check_counters(person.id, failed_checks=0, locked_until=None)
-        await self.store.add_events([_event(visit, person, "identity_verified", now)])
-        clinician = await self.store.clinician(visit.clinician_id)
         return {
             "ticket": self.signer.ticket(claims),
             "ws_url": "/ws",
             "participant": {"id": person.id, "role": person.role, "name": person.name},
             "visit": {
                 "id": visit.id, "scheduled_start": visit.scheduled_start.isoformat(),
-                "visit_type": visit.visit_type,
-                "clinician_name": clinician.name if clinician else "",
+                "visit_type": visit.visit_type, "clinician_name": clinician.name,
                 "practice_name": self.settings.practice_name,
             },
             "ice_servers": ice_servers(self.settings, person.id, now),

@@ -191,6 +191,19 @@ class Store:
                 .order_by(Participant.created_at)
             )).scalars().all()
 
+    async def visit_and_participant(
+        self, visit_id: str, participant_id: str
+    ) -> tuple[Visit, Participant, Clinician] | None:
+        """A participant of a visit, with the visit and its clinician, in one query."""
+        async with self.session() as s:
+            row = (await s.execute(
+                select(Visit, Participant, Clinician)
+                .join(Participant, Participant.visit_id == Visit.id)
+                .join(Clinician, Clinician.id == Visit.clinician_id)
+                .where(Visit.id == visit_id, Participant.id == participant_id)
+            )).one_or_none()
+            return None if row is None else (row[0], row[1], row[2])
+
     async def participant(self, participant_id: str) -> Participant | None:
         async with self.session() as s:
             return await s.get(Participant, participant_id)

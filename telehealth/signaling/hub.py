@@ -256,10 +256,10 @@ class Hub:
         now = self.clock()
         try:
             claims = self.signer.read_ticket(ticket)
-            visit = await self.store.visit(claims.visit_id)
-            person = await self.store.participant(claims.participant_id)
-            if visit is None or person is None or person.visit_id != visit.id:
+            found = await self.store.visit_and_participant(claims.visit_id, claims.participant_id)
+            if found is None:
                 raise AuthError("link_invalid", "This link is not valid.")
+            visit, person, _ = found
             check_joinable(status=visit.status, removed=person.removed_at is not None,
                            not_before=claims.not_before, expires=claims.expires, now=now)
         except AuthError as exc:
