@@ -16,10 +16,13 @@ from telehealth.auth import Signer
 from telehealth.config import Settings, with_generated_secrets
 from telehealth.db.engine import make_engine, migrate
 from telehealth.db.store import Store
+from telehealth.media.echo import EchoService
+from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.hub import Hub
-from web import api
+from web import api, pages
 from web.keys import SERVICES
+from web.render import STATIC
 from web.security import errors_and_headers
 
 HUB = web.AppKey("hub", Hub)
@@ -44,14 +47,20 @@ def build_app(
     app = web.Application(middlewares=[errors_and_headers], client_max_size=256 * 1024)
     app[SERVICES] = svc
     app[HUB] = hub
+    echo = app[pages.ECHO] = EchoService()
     app.router.add_routes(api.routes)
+    app.router.add_routes(pages.routes)
+    app.router.add_static("/static", STATIC, append_version=False)
     app.router.add_get("/ws", hub.handle)
     app.router.add_get("/healthz", _healthz)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if svc.settings.ice_host_addresses:
+            use_host_addresses(svc.settings.ice_host_addresses)
         await migrate(svc.store.engine)
         await hub.start()
         yield
+        await echo.close()
         await hub.stop()
         if engine is None:
             await svc.store.engine.dispose()

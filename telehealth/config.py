@@ -79,6 +79,10 @@ class Settings:
     """coturn's `static-auth-secret`, used to mint TURN REST credentials."""
     turn_ttl_s: int = 3600
     """Lifetime of minted TURN credentials."""
+    ice_host_addresses: tuple[str, ...] = ()
+    """Local addresses the server's own WebRTC peer (the echo test) offers; empty = all."""
+    require_telehealth_consent: bool = False
+    """Patients must have a signed telehealth consent on file before they may wait."""
     session_idle_s: int = 30 * 60
     """A clinician's web session ends after this long without activity."""
     api_token_ttl_days: int = 365
@@ -117,6 +121,12 @@ def _coerce(name: str, kind: Any, raw: str) -> Any:
             return Path(raw)
         if kind in (Secret, "Secret"):
             return Secret(raw)
+        if kind in (bool, "bool"):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
         if kind in (tuple[str, ...], "tuple[str, ...]"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:

@@ -125,6 +125,30 @@ class Services:
             raise AuthError("link_invalid", "This link is not valid.")
         return found
 
+    async def check_ticket(self, ticket: str) -> tuple[Visit, Participant]:
+        """The visit and participant of a ticket that may still be used now."""
+        claims = self.signer.read_ticket(ticket)
+        visit, person, _ = await self.resolve(claims)
+        check_joinable(status=visit.status, removed=person.removed_at is not None,
+                       not_before=claims.not_before, expires=claims.expires, now=self.clock())
+        return visit, person
+
+    async def record(self, visit: Visit, person: Participant, kind: str,
+                     detail: dict[str, Any] | None = None) -> None:
+        """One timeline event now (for what happens outside the signaling room)."""
+        await self.store.add_events([VisitEvent(visit_id=visit.id, participant_id=person.id,
+                                                kind=kind, at=self.clock(), detail=detail or {})])
+
+    async def consent_on_file(self, visit: Visit) -> bool:
+        """Whether the patient has a signed telehealth consent (none can be signed yet)."""
+        return False
+
+    async def consent_gate(self, visit: Visit, person: Participant) -> dict[str, bool]:
+        """Whether this participant must have a telehealth consent on file to wait."""
+        required = (self.settings.require_telehealth_consent
+                    and person.role in ("patient", "legal_representative"))
+        return {"required": required, "on_file": required and await self.consent_on_file(visit)}
+
     async def join(
         self, token: str, *, dob: str | None, name: str | None
     ) -> dict[str, Any]:
@@ -159,6 +183,7 @@ class Services:
             },
             "ice_servers": ice_servers(self.settings, person.id, now),
             "reconnect_grace_s": self.settings.reconnect_grace_s,
+            "consent": await self.consent_gate(visit, person),
         }
 
     async def _failed_check(

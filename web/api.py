@@ -17,7 +17,7 @@ from web.security import SESSION_COOKIE, require_clinician
 routes = web.RouteTableDef()
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
@@ -27,7 +27,9 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _str(body: dict[str, Any], name: str, *, required: bool = True, limit: int = 200) -> str:
+def text_field(
+    body: dict[str, Any], name: str, *, required: bool = True, limit: int = 200
+) -> str:
     value = body.get(name)
     if value is None and not required:
         return ""
@@ -48,7 +50,7 @@ def _opt_str(body: dict[str, Any], name: str) -> str | None:
 
 @routes.post("/api/v1/join")
 async def join(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await json_body(request)
     token = body.get("token")
     if not isinstance(token, str) or len(token) > 4096:
         raise AuthError("link_invalid", "This link is not valid.")
@@ -62,9 +64,9 @@ async def join(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/session")
 async def login(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await json_body(request)
     svc = services(request)
-    email, password = _str(body, "email", limit=320), _str(body, "password", limit=1024)
+    email, password = text_field(body, "email", limit=320), text_field(body, "password", limit=1024)
     found = await svc.store.clinician_by_email(email)
     if found is None or not check_password(found.password_hash, password):
         raise AuthError("bad_credentials", "That email and password do not match.")
@@ -106,11 +108,11 @@ def _clinician(c: Any) -> dict[str, Any]:
 def visit_request(body: dict[str, Any]) -> VisitRequest:
     """A `VisitRequest` from the JSON (or CLI) fields, with clear errors."""
     try:
-        dob = date.fromisoformat(_str(body, "patient_dob", limit=10))
+        dob = date.fromisoformat(text_field(body, "patient_dob", limit=10))
     except ValueError:
         raise VisitError("invalid_field", "'patient_dob' must look like 1990-04-27.") from None
     try:
-        start = datetime.fromisoformat(_str(body, "scheduled_start", limit=40))
+        start = datetime.fromisoformat(text_field(body, "scheduled_start", limit=40))
     except ValueError:
         raise VisitError("invalid_field",
                          "'scheduled_start' must be ISO 8601 with a zone.") from None
@@ -119,12 +121,12 @@ def visit_request(body: dict[str, Any]) -> VisitRequest:
     if rep is not None:
         if not isinstance(rep, dict):
             raise VisitError("invalid_field", "'legal_representative' must be an object.")
-        representative = Representative(_str(rep, "name"), _str(rep, "relationship"),
-                                        _str(rep, "authority"))
+        representative = Representative(text_field(rep, "name"), text_field(rep, "relationship"),
+                                        text_field(rep, "authority"))
     return VisitRequest(
-        patient_name=_str(body, "patient_name"), patient_dob=dob, scheduled_start=start,
-        visit_type=_str(body, "visit_type", required=False) or "psychotherapy",
-        patient_contact=_str(body, "patient_contact", required=False, limit=320),
+        patient_name=text_field(body, "patient_name"), patient_dob=dob, scheduled_start=start,
+        visit_type=text_field(body, "visit_type", required=False) or "psychotherapy",
+        patient_contact=text_field(body, "patient_contact", required=False, limit=320),
         representative=representative,
     )
 
@@ -160,7 +162,7 @@ def participant_json(person: Participant, link: str | None) -> dict[str, Any]:
 @routes.post("/api/v1/visits")
 @require_clinician
 async def create_visit(request: web.Request) -> web.Response:
-    created = await services(request).create_visit(visit_request(await _json(request)),
+    created = await services(request).create_visit(visit_request(await json_body(request)),
                                                    clinician(request))
     return web.json_response({
         "visit_id": created.visit.id,
@@ -193,14 +195,14 @@ async def show_visit(request: web.Request) -> web.Response:
 async def add_participant(request: web.Request) -> web.Response:
     svc = services(request)
     visit = await _managed_visit(request)
-    body = await _json(request)
-    role = _str(body, "role", limit=40)
+    body = await json_body(request)
+    role = text_field(body, "role", limit=40)
     colleague = None
     if role == "co_clinician" and body.get("email"):
-        colleague = await svc.store.clinician_by_email(_str(body, "email", limit=320))
+        colleague = await svc.store.clinician_by_email(text_field(body, "email", limit=320))
         if colleague is None:
             raise VisitError("invalid_field", "No clinician has that email.")
-    name = _str(body, "name", required=role not in ("legal_representative", "co_clinician"))
+    name = text_field(body, "name", required=role not in ("legal_representative", "co_clinician"))
     person, link = await svc.add_participant(visit, role=role, name=name, clinician=colleague)
     return web.json_response(participant_json(person, link), status=201)
 

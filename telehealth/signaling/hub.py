@@ -30,7 +30,7 @@ from telehealth.db.store import Store
 from telehealth.db.tables import VisitEvent
 from telehealth.signaling import protocol as p
 from telehealth.signaling.ratelimit import TokenBucket
-from telehealth.signaling.room import Close, Effect, Record, Room, Send, VisitOver
+from telehealth.signaling.room import Close, Effect, Record, Refused, Room, Send, VisitOver
 from telehealth.visits import VisitError, check_joinable
 
 log = logging.getLogger("telehealth.signaling")
@@ -99,6 +99,7 @@ class Hub:
         self._ids = itertools.count(1)
         self._events: list[VisitEvent] = []
         self._events_ready = asyncio.Event()
+        self._flushing = asyncio.Lock()  # a flush waits for one already writing
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- lifecycle -------------------------------------------------------
@@ -110,17 +111,20 @@ class Hub:
     async def stop(self) -> None:
         for conn in list(self.conns.values()):
             conn.close(p.CLOSE_UNAVAILABLE, "server shutting down")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not in the middle of a write: a commit cancelled halfway keeps SQLite locked.
+        async with self._flushing:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.flush_events()
 
     async def flush_events(self) -> None:
-        batch, self._events = self._events, []
-        if batch:
-            await self.store.add_events(batch)
+        async with self._flushing:
+            batch, self._events = self._events, []
+            if batch:
+                await self.store.add_events(batch)
 
     async def _write_events(self) -> None:
         while True:
@@ -182,6 +186,26 @@ class Hub:
         # Storage was updated by the caller; the room only tells and disconnects.
         effects = [e for e in room.end(reason, by, self.clock()) if not isinstance(e, VisitOver)]
         await self._apply(visit_id, effects)
+
+    async def admit(self, visit_id: str, pid: str, by_participant_id: str) -> None:
+        """Admit from outside the room (the dashboard). Raises `Refused` if `pid` is not
+        waiting here."""
+        room = self._room_for(visit_id)
+        await self._apply(visit_id, room.admit_by(pid, by_participant_id, self.clock()))
+
+    async def deny(
+        self, visit_id: str, pid: str, by_participant_id: str, reason: str | None
+    ) -> None:
+        """Deny from outside the room (the dashboard). Raises `Refused` like `admit`."""
+        room = self._room_for(visit_id)
+        await self._apply(visit_id,
+                          room.deny_by(pid, by_participant_id, reason, self.clock()))
+
+    def _room_for(self, visit_id: str) -> Room:
+        room = self.rooms.get(visit_id)
+        if room is None:
+            raise Refused("not_waiting", "that participant is not waiting")
+        return room
 
     # ---- the socket ------------------------------------------------------
 

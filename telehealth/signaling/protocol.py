@@ -260,7 +260,7 @@ def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
 def encode(message: dict[str, Any]) -> str:
     text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     try:
-        pass
+        text.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (it came in as a JSON \udXXX escape) has no UTF-8 form and
         # would kill the socket writer: send it escaped, as it came.

@@ -54,6 +54,15 @@ class VisitOver:
 Effect = Send | Close | Record | VisitOver
 
 
+class Refused(Exception):
+    """An admit or deny that cannot be carried out; `code` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class MemberState(Enum):
     WAITING = "waiting"
     ADMITTED = "admitted"
@@ -111,13 +120,16 @@ class Room:
             if m.state is MemberState.ADMITTED and m.conn is not None and m is not exclude
         ]
 
-    def _waiting_room_frame(self) -> dict[str, Any]:
-        waiting = [
+    def waiting_list(self) -> list[dict[str, Any]]:
+        """Who is waiting now (connected guests), as the `waiting_room` frame lists them."""
+        return [
             {"id": m.id, "role": m.role, "name": m.name, "since": m.since.isoformat()}
             for m in self.members.values()
             if m.state is MemberState.WAITING and m.conn is not None
         ]
-        return {"type": "waiting_room", "waiting": waiting}
+
+    def _waiting_room_frame(self) -> dict[str, Any]:
+        return {"type": "waiting_room", "waiting": self.waiting_list()}
 
     def _waiting_room(self) -> list[Effect]:
         """The waiting room as it is now, to every connected member of the care team."""
@@ -309,9 +321,15 @@ class Room:
                 return [Record(member.id, "media_connected", now,
                                {"peer": peer, "audio": audio, "video": video})]
             case p.Admit(participant_id=pid):
-                return self._admit(member, conn, pid, now)
+                try:
+                    return self._admit(member.id, pid, now)
+                except Refused as exc:
+                    return [Send(conn, p.error(exc.code, exc.message, "admit"))]
             case p.Deny(participant_id=pid, reason=reason):
-                return self._deny(member, conn, pid, reason, now)
+                try:
+                    return self._deny(member.id, pid, reason, now)
+                except Refused as exc:
+                    return [Send(conn, p.error(exc.code, exc.message, "deny"))]
             case p.Leave():
                 effects = self._remove(member, "left", now)
                 return [*effects, Close(conn, p.CLOSE_NORMAL, "left")]
@@ -327,36 +345,41 @@ class Room:
                 "unknown_participant", "that participant is not in the room", frame["type"]))]
         return [Send(target.conn, frame)]
 
-    def _admit(self, by: Member, conn: int, pid: str, now: datetime) -> list[Effect]:
+    def admit_by(self, pid: str, by_id: str, now: datetime) -> list[Effect]:
+        """Admit `pid` for care-team participant `by_id`, who need not be in the room
+        (the dashboard). Raises `Refused` when `pid` is not waiting or the room is full."""
+        return self._admit(by_id, pid, now)
+
+    def deny_by(self, pid: str, by_id: str, reason: str | None, now: datetime) -> list[Effect]:
+        """Deny `pid` for care-team participant `by_id` (the dashboard). Raises `Refused`."""
+        return self._deny(by_id, pid, reason, now)
+
+    def _admit(self, by_id: str, pid: str, now: datetime) -> list[Effect]:
         guest = self.members.get(pid)
         if guest is None or guest.state is not MemberState.WAITING or guest.conn is None:
-            return [Send(conn, p.error("not_waiting", "that participant is not waiting", "admit"))]
+            raise Refused("not_waiting", "that participant is not waiting")
         if len(self._admitted()) >= self.max_participants:
-            return [Send(conn, p.error(
-                "room_full", f"the visit already has {self.max_participants} participants",
-                "admit"))]
+            raise Refused("room_full",
+                          f"the visit already has {self.max_participants} participants")
         guest.state = MemberState.ADMITTED
         guest.since = now
-        effects = self._enter(guest, now, by=by.id)
+        effects = self._enter(guest, now, by=by_id)
         effects += self._waiting_room()
         return effects
 
-    def _deny(
-        self, by: Member, conn: int, pid: str, reason: str | None, now: datetime
-    ) -> list[Effect]:
+    def _deny(self, by_id: str, pid: str, reason: str | None, now: datetime) -> list[Effect]:
         guest = self.members.get(pid)
         if guest is None or guest.state is not MemberState.WAITING:
-            return [Send(conn, p.error("not_waiting", "that participant is not waiting", "deny"))]
+            raise Refused("not_waiting", "that participant is not waiting")
         effects: list[Effect] = []
         guest_conn = guest.conn
         if guest_conn is not None:
             effects.append(Send(guest_conn, {"type": "denied", "reason": reason or ""}))
-        effects.append(Record(guest.id, "denied", now, {"by": by.id}))
+        effects.append(Record(guest.id, "denied", now, {"by": by_id}))
         effects += self._remove(guest, "denied", now)
         if guest_conn is not None:
             effects.append(Close(guest_conn, p.CLOSE_DENIED, "denied"))
         return effects
-
 
 def _ended(reason: str, by: str | None) -> dict[str, Any]:
     return {"type": "ended", "reason": reason, "by": by}
