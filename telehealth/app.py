@@ -20,7 +20,7 @@ from telehealth.media.echo import EchoService
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.hub import Hub
-from web import api, pages
+from web import api, clinician_pages, pages
 from web.keys import SERVICES
 from web.render import STATIC
 from web.security import errors_and_headers
@@ -42,13 +42,14 @@ def build_app(
     settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = utc_now
 ) -> web.Application:
     svc = build_services(settings, engine=engine, clock=clock)
-    hub = Hub(svc.settings, svc.store, svc.signer, clock)
+    hub = Hub(svc.settings, svc.store, svc.room_entry, clock)
     svc.hub = hub
     app = web.Application(middlewares=[errors_and_headers], client_max_size=256 * 1024)
     app[SERVICES] = svc
     app[HUB] = hub
     echo = app[pages.ECHO] = EchoService()
     app.router.add_routes(api.routes)
+    app.router.add_routes(clinician_pages.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC, append_version=False)
     app.router.add_get("/ws", hub.handle)

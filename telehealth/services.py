@@ -60,10 +60,14 @@ class Services:
 
     def link_for(self, visit: Visit, person: Participant) -> str:
         """The participant's join link. Deterministic: minting it again gives the same one."""
+        token = self.signer.link_token(self._claims(visit, person))
+        return f"{self.settings.base_url}/v/{token}"
+
+    def _claims(self, visit: Visit, person: Participant) -> LinkClaims:
+        """What a link of `person` to `visit` carries (and a ticket from it)."""
         nbf, exp = link_window(visit.scheduled_start, self.settings.link_valid_before_s,
                                self.settings.link_valid_after_s)
-        token = self.signer.link_token(LinkClaims(visit.id, person.id, person.role, nbf, exp))
-        return f"{self.settings.base_url}/v/{token}"
+        return LinkClaims(visit.id, person.id, person.role, nbf, exp)
 
     # ---- visits ----------------------------------------------------------
 
@@ -133,6 +137,16 @@ class Services:
                        not_before=claims.not_before, expires=claims.expires, now=self.clock())
         return visit, person
 
+    async def room_entry(self, ticket: str) -> tuple[Visit, Participant]:
+        """A ticket that may enter the visit's room now (the consent gate included)."""
+        visit, person = await self.check_ticket(ticket)
+        gate = await self.consent_gate(visit, person)
+        if gate["required"] and not gate["on_file"]:
+            raise VisitError("consent_required",
+                             "A signed telehealth consent is needed before the visit.",
+                             "Sign the consent form your practice sent you, then come back.")
+        return visit, person
+
     async def record(self, visit: Visit, person: Participant, kind: str,
                      detail: dict[str, Any] | None = None) -> None:
         """One timeline event now (for what happens outside the signaling room)."""
@@ -172,6 +186,30 @@ class Services:
             events.append(_event(visit, person, "identity_verified", now))
         finally:
             await self.store.add_events(events)
+        return await self._grant(claims, visit, person, clinician, now)
+
+    async def own_participant(self, visit: Visit, clinician: Clinician) -> Participant:
+        """The clinician's own place in `visit`: its clinician, else a co-clinician one."""
+        mine = [p for p in await self.store.participants(visit.id)
+                if p.clinician_id == clinician.id and p.removed_at is None
+                and p.role in ("clinician", "co_clinician")]
+        if not mine:
+            raise VisitError("not_found", "No such visit.")
+        return min(mine, key=lambda p: p.role != "clinician")
+
+    async def clinician_ticket(self, visit: Visit, clinician: Clinician) -> dict[str, Any]:
+        """What `join` answers, for the clinician's own participant of `visit`: the
+        clinician's call page needs no link (nor an identity check: they are logged in)."""
+        claims = self._claims(visit, await self.own_participant(visit, clinician))
+        visit, person, owner = await self.resolve(claims)
+        now = self.clock()
+        check_joinable(status=visit.status, removed=False, not_before=claims.not_before,
+                       expires=claims.expires, now=now)
+        return await self._grant(claims, visit, person, owner, now)
+
+    async def _grant(self, claims: LinkClaims, visit: Visit, person: Participant,
+                     clinician: Clinician, now: datetime) -> dict[str, Any]:
+        """The answer to a join: a WebSocket ticket, who and what, ICE servers."""
         return {
             "ticket": self.signer.ticket(claims),
             "ws_url": "/ws",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
 
 from telehealth.auth import AuthError, check_password, new_opaque_token, token_digest
-from telehealth.db.tables import Participant, Visit
+from telehealth.db.tables import Clinician, Participant, Visit
 from telehealth.visits import Representative, VisitError, VisitRequest
 from web.keys import CSRF_TOKEN, clinician, services
 from web.security import SESSION_COOKIE, require_clinician
@@ -62,11 +63,23 @@ async def join(request: web.Request) -> web.Response:
 # ---- clinician session ---------------------------------------------------
 
 
-@routes.post("/api/v1/session")
-async def login(request: web.Request) -> web.Response:
-    body = await json_body(request)
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A clinician's fresh web session; `set_cookie` puts it on the response."""
+
+    clinician: Clinician
+    csrf_token: str
+    cookie: str = field(repr=False)
+    secure: bool
+
+    def set_cookie(self, response: web.StreamResponse) -> None:
+        response.set_cookie(SESSION_COOKIE, self.cookie, httponly=True, samesite="Strict",
+                            path="/", secure=self.secure)
+
+
+async def start_session(request: web.Request, email: str, password: str) -> NewSession:
+    """Check email and password and open a web session (the API's and the login form's)."""
     svc = services(request)
-    email, password = text_field(body, "email", limit=320), text_field(body, "password", limit=1024)
     found = await svc.store.clinician_by_email(email)
     if found is None or not check_password(found.password_hash, password):
         raise AuthError("bad_credentials", "That email and password do not match.")
@@ -74,20 +87,33 @@ async def login(request: web.Request) -> web.Response:
     csrf = secrets.token_urlsafe(24)
     await svc.store.add_web_session(token_hash=digest, clinician_id=found.id, csrf_token=csrf,
                                     now=svc.clock())
-    response = web.json_response({"clinician": _clinician(found), "csrf_token": csrf})
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
-                        secure=svc.settings.cookie_secure)
+    return NewSession(found, csrf, token, svc.settings.cookie_secure)
+
+
+async def end_session(request: web.Request, response: web.StreamResponse) -> None:
+    """Drop the web session of the request's cookie (if any) and clear the cookie."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        await services(request).store.drop_web_session(token_digest(cookie))
+    response.del_cookie(SESSION_COOKIE, path="/")
+
+
+@routes.post("/api/v1/session")
+async def login(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    session = await start_session(request, text_field(body, "email", limit=320),
+                                  text_field(body, "password", limit=1024))
+    response = web.json_response({"clinician": _clinician(session.clinician),
+                                  "csrf_token": session.csrf_token})
+    session.set_cookie(response)
     return response
 
 
 @routes.delete("/api/v1/session")
 @require_clinician
 async def logout(request: web.Request) -> web.Response:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        await services(request).store.drop_web_session(token_digest(cookie))
     response = web.json_response({"ok": True})
-    response.del_cookie(SESSION_COOKIE, path="/")
+    await end_session(request, response)
     return response
 
 
@@ -131,7 +157,7 @@ def visit_request(body: dict[str, Any]) -> VisitRequest:
     )
 
 
-async def _managed_visit(request: web.Request) -> Visit:
+async def managed_visit(request: web.Request) -> Visit:
     svc = services(request)
     visit = await svc.store.visit(request.match_info["visit_id"])
     # Someone else's visit answers exactly like a missing one.
@@ -183,7 +209,7 @@ async def list_visits(request: web.Request) -> web.Response:
 @require_clinician
 async def show_visit(request: web.Request) -> web.Response:
     svc = services(request)
-    visit = await _managed_visit(request)
+    visit = await managed_visit(request)
     people = await svc.store.participants(visit.id)
     live = visit.status in ("scheduled", "in_progress")
     return web.json_response({**visit_json(visit), "participants": [
@@ -194,7 +220,7 @@ async def show_visit(request: web.Request) -> web.Response:
 @require_clinician
 async def add_participant(request: web.Request) -> web.Response:
     svc = services(request)
-    visit = await _managed_visit(request)
+    visit = await managed_visit(request)
     body = await json_body(request)
     role = text_field(body, "role", limit=40)
     colleague = None
@@ -210,7 +236,7 @@ async def add_participant(request: web.Request) -> web.Response:
 @routes.post("/api/v1/visits/{visit_id}/cancel")
 @require_clinician
 async def cancel_visit(request: web.Request) -> web.Response:
-    visit = await _managed_visit(request)
+    visit = await managed_visit(request)
     await services(request).finish_visit(visit, "cancelled")
     return web.json_response({"ok": True, "status": "cancelled"})
 
@@ -218,7 +244,7 @@ async def cancel_visit(request: web.Request) -> web.Response:
 @routes.post("/api/v1/visits/{visit_id}/end")
 @require_clinician
 async def end_visit(request: web.Request) -> web.Response:
-    visit = await _managed_visit(request)
+    visit = await managed_visit(request)
     await services(request).finish_visit(visit, "ended")
     return web.json_response({"ok": True, "status": "ended"})
 
@@ -226,7 +252,7 @@ async def end_visit(request: web.Request) -> web.Response:
 @routes.get("/api/v1/visits/{visit_id}/timeline")
 @require_clinician
 async def timeline(request: web.Request) -> web.Response:
-    visit = await _managed_visit(request)
+    visit = await managed_visit(request)
     events = await services(request).timeline(visit)
     return web.json_response({"events": [
         {"at": e.at.isoformat(), "participant_id": e.participant_id, "kind": e.kind,

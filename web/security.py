@@ -38,6 +38,7 @@ _STATUS = {
     "not_found": 404, "exists": 409, "bad_state": 409, "link_expired": 410,
     "visit_cancelled": 410, "visit_ended": 410, "participant_removed": 410,
     "no_representative_on_record": 409, "link_locked": 423, "throttled": 429,
+    "consent_required": 403, "busy": 503,
 }
 
 

@@ -53,7 +53,7 @@ PROTOCOL_VERSION = 1
 CARE_TEAM = frozenset({"clinician", "co_clinician"})
 # Close codes after which coming back with the same ticket cannot help.
 _FINAL_CLOSE_CODES = {4400: "rejected", 4401: "rejected", 4403: "denied", 4409: "replaced",
-                      4410: "ended"}
+                      4410: "ended", 4412: "rejected"}
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 

@@ -18,23 +18,25 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from telehealth.auth import AuthError, Signer
+from telehealth.auth import AuthError
 from telehealth.config import Settings
 from telehealth.db.store import Store
-from telehealth.db.tables import VisitEvent
+from telehealth.db.tables import Participant, Visit, VisitEvent
 from telehealth.signaling import protocol as p
 from telehealth.signaling.ratelimit import TokenBucket
 from telehealth.signaling.room import Close, Effect, Record, Refused, Room, Send, VisitOver
-from telehealth.visits import VisitError, check_joinable
+from telehealth.visits import VisitError
 
 log = logging.getLogger("telehealth.signaling")
 Clock = Callable[[], datetime]
+# Checks a `hello` ticket: the visit and participant it lets in, or AuthError / VisitError.
+Gatekeeper = Callable[[str], Awaitable[tuple[Visit, Participant]]]
 _CLOSE = object()
 _MAX_QUEUED = 2000
 
@@ -89,10 +91,12 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, settings: Settings, store: Store, signer: Signer, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, gatekeeper: Gatekeeper, clock: Clock
+    ) -> None:
         self.settings = settings
         self.store = store
-        self.signer = signer
+        self.gatekeeper = gatekeeper
         self.clock = clock
         self.rooms: dict[str, Room] = {}
         self.conns: dict[int, Connection] = {}
@@ -124,7 +128,11 @@ class Hub:
         async with self._flushing:
             batch, self._events = self._events, []
             if batch:
-                await self.store.add_events(batch)
+                try:
+                    await self.store.add_events(batch)
+                except BaseException:
+                    self._events[:0] = batch  # kept, in order, for the next try
+                    raise
 
     async def _write_events(self) -> None:
         while True:
@@ -191,7 +199,11 @@ class Hub:
         """Admit from outside the room (the dashboard). Raises `Refused` if `pid` is not
         waiting here."""
         room = self._room_for(visit_id)
-        await self._apply(visit_id, room.admit_by(pid, by_participant_id, self.clock()))
+        now = self.clock()
+        await self._apply(visit_id, room.admit_by(pid, by_participant_id, now))
+        # Someone is in the visit now, even before a clinician opens the call.
+        await self.store.set_visit_status(visit_id, "in_progress", now=now,
+                                          only_from=("scheduled",))
 
     async def deny(
         self, visit_id: str, pid: str, by_participant_id: str, reason: str | None
@@ -279,20 +291,15 @@ class Hub:
     async def _admit_socket(self, conn: Connection, ticket: str) -> bool:
         now = self.clock()
         try:
-            claims = self.signer.read_ticket(ticket)
-            found = await self.store.visit_and_participant(claims.visit_id, claims.participant_id)
-            if found is None:
-                raise AuthError("link_invalid", "This link is not valid.")
-            visit, person, _ = found
-            check_joinable(status=visit.status, removed=person.removed_at is not None,
-                           not_before=claims.not_before, expires=claims.expires, now=now)
+            visit, person = await self.gatekeeper(ticket)
         except AuthError as exc:
             self._error(conn, exc.code, exc.message, "hello")
             conn.close(p.CLOSE_TICKET_INVALID, exc.code)
             return False
         except VisitError as exc:
             self._error(conn, exc.code, exc.message, "hello")
-            conn.close(p.CLOSE_ENDED, exc.code)
+            gated = exc.code == "consent_required"
+            conn.close(p.CLOSE_CONSENT_REQUIRED if gated else p.CLOSE_ENDED, exc.code)
             return False
         if person.role in p.CARE_TEAM and visit.status == "scheduled":
             await self.store.set_visit_status(visit.id, "in_progress", now=now,
