@@ -110,8 +110,8 @@ async def through_server_first_frame(settings: Settings) -> float:
         tasks.append(asyncio.create_task(patient.run()))
         async with asyncio.timeout(15):
             # Polling a snapshot: the participant has no event per peer's first frame.
-            while not (_video(dr, ids["patient"]) and _video(patient, ids["clinician"])):
-                await asyncio.sleep(0.002)  # noqa: ASYNC110
+            while not (_video(dr, ids["patient"]) and _video(patient, ids["clinician"])):  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - start
         await dr.end_visit()
         await asyncio.gather(*tasks)

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-
 from conftest import Running
+
 from telehealth.config import Settings
 
 
