@@ -30,22 +30,31 @@ ROLE_LABELS = {
 }
 VISIT_LABELS = {"intake": "First appointment", "psychotherapy": "Therapy session",
                 "family": "Family session", "crisis": "Crisis session"}
-_HEADINGS = {
-    "link_invalid": ("This link does not work", 401),
-    "link_expired": ("This link has expired", 410),
-    "link_not_yet_valid": ("Your visit is not open yet", 403),
-    "visit_cancelled": ("This visit was cancelled", 410),
-    "visit_ended": ("This visit has ended", 410),
-    "participant_removed": ("This link was withdrawn", 410),
-    "link_locked": ("This link is locked for now", 423),
+# code -> (heading, what happened in plain words, HTTP status)
+_REFUSALS = {
+    "link_invalid": ("This link does not work",
+                     "The link may be incomplete: sometimes the end of it gets cut off.", 401),
+    "link_expired": ("This link has expired",
+                     "Links work from an hour before the appointment until three hours after.",
+                     410),
+    "link_not_yet_valid": ("Your visit is not open yet",
+                           "Your link opens one hour before your appointment.", 403),
+    "visit_cancelled": ("This visit was cancelled", "Your clinician cancelled this visit.", 410),
+    "visit_ended": ("This visit has ended", "The visit is over, so its link no longer works.",
+                    410),
+    "participant_removed": ("This link was withdrawn", "The practice withdrew this link.", 410),
+    "link_locked": ("This link is locked for now",
+                    "There were too many tries with a date of birth that did not match.", 423),
 }
 
 
-def refusal_page(request: web.Request, code: str, message: str, action: str,
-                 detail: str = "") -> web.Response:
-    heading, status = _HEADINGS.get(code, ("This link cannot be used", 400))
+def refusal_page(request: web.Request, code: str, action: str,
+                 when: str | None = None, when_label: str = "") -> web.Response:
+    heading, message, status = _REFUSALS.get(
+        code, ("This link cannot be used", "Something is wrong with this link.", 400))
     return page(request, "message.html", status=status, heading=heading, message=message,
-                action=action, detail=detail, tone="problem" if status != 403 else "info")
+                action=action, when=when, when_label=when_label,
+                tone="info" if code == "link_not_yet_valid" else "problem")
 
 
 @routes.get("/v/{token}")
@@ -58,13 +67,17 @@ async def link_page(request: web.Request) -> web.Response:
                        not_before=claims.not_before, expires=claims.expires, now=svc.clock())
         check_lock(person.locked_until, svc.clock())
     except AuthError as exc:
-        return refusal_page(request, exc.code, exc.message,
-                            "Check that you opened the whole link from your message, "
+        return refusal_page(request, exc.code,
+                            "Open the whole link from your message again, "
                             "or ask your practice to send it again.")
     except VisitError as exc:
-        when = exc.extra.get("opens_at") or exc.extra.get("locked_until") or ""
-        return refusal_page(request, exc.code, exc.message, exc.action,
-                            f"It opens at {when}." if exc.code == "link_not_yet_valid" else "")
+        if exc.code == "link_not_yet_valid":
+            return refusal_page(request, exc.code, exc.action, exc.extra.get("opens_at"),
+                                "It opens at")
+        if exc.code == "link_locked":
+            return refusal_page(request, exc.code, exc.action, exc.extra.get("locked_until"),
+                                "You can try again at")
+        return refusal_page(request, exc.code, exc.action)
     needs_dob, needs_name = identity_check_for(person.role)
     data: dict[str, Any] = {
         "role": person.role, "role_label": ROLE_LABELS.get(person.role, person.role),

@@ -136,6 +136,8 @@ export async function echoTest({ ticket, iceServers, stream }) {
       pc.addEventListener("connectionstatechange", check);
       check();
     });
+    // Let the sender ramp up first: the first second's bitrate says little about the line.
+    await new Promise((r) => setTimeout(r, 1000));
     const first = await statsOf(pc);
     await new Promise((r) => setTimeout(r, 2000));
     const second = await statsOf(pc);
@@ -209,15 +211,17 @@ export function runPrecall(root, { ticket, iceServers }) {
     const micRow = row("Microphone");
     const netRow = row("Connection to the practice");
     const turnRow = iceServers.some((s) => [].concat(s.urls).some((u) => u.startsWith("turn"))) ? row("Relay server") : null;
-    const retryBtn = el("button", { type: "button", class: "secondary", text: "Try again", hidden: "" });
+    const retryBtn = el("button", { type: "button", text: "Try again", hidden: "" });
     const audioBtn = el("button", { type: "button", class: "secondary", text: "Continue with audio only", hidden: "" });
     const continueBtn = el("button", { type: "button", text: "Continue" });
     const meterLabel = el("p", { class: "small muted", text: "Say something: the bar should move." });
     root.replaceChildren(preview, el("p", {}), meter, meterLabel, pickers,
       el("div", { class: "actions" }, toneBtn), help, checks,
-      el("div", { class: "actions" }, continueBtn, audioBtn, retryBtn));
+      el("div", { class: "actions" }, retryBtn, audioBtn, continueBtn));
 
     const showHelp = (key) => {
+      continueBtn.className = "secondary";
+      if (key === "NotAllowedError") continueBtn.textContent = "Continue without camera or microphone";
       const info = HELP[key];
       help.replaceChildren(el("h2", { text: info.title }), el("ol", {}, ...info.steps.map((s) => el("li", { text: s }))));
       help.hidden = false;
@@ -263,15 +267,20 @@ export function runPrecall(root, { ticket, iceServers }) {
       if (stream) stream.getTracks().forEach((t) => t.stop());
       stream = null;
       help.hidden = true; retryBtn.hidden = true; audioBtn.hidden = true;
+      continueBtn.className = "";
+      continueBtn.textContent = "Continue";
       try {
         stream = await openMedia({ ...choice, audioOnly });
       } catch (err) {
         const key = errorName(err);
-        cameraRow("bad", HELP[key].title);
-        micRow("wait", "Not checked");
+        cameraRow("bad", key === "NotAllowedError" ? "Blocked." : key === "NotFoundError" ? "Not found." : "In use.");
+        micRow("wait", "Not checked.");
+        for (const part of [preview, meter, meterLabel, pickers]) part.hidden = true;
         showHelp(key);
+        await network();  // the line can be tested without a camera
         return;
       }
+      for (const part of [meter, meterLabel, pickers]) part.hidden = false;
       video.srcObject = stream;
       preview.hidden = !stream.getVideoTracks().length;
       cameraRow(stream.getVideoTracks().length ? "ok" : "wait", stream.getVideoTracks().length ? "Working." : "Audio only.");
