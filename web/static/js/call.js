@@ -342,7 +342,7 @@ export class Call extends EventTarget {
       remoteCandidates: [], // theirs, held until their description is set
       reported: false, troubled: false, closed: false,
       stream: null, disconnectedTimer: null, takeoverTimer: null,
-      framesDecoded: 0, sample: null, lastBytesAt: performance.now(),
+      framesDecoded: 0, sample: null, lastBytesAt: performance.now(), lastLevel: null,
     };
     this._peers.set(id, peer);
     pc.onicecandidate = (e) => this._onLocalCandidate(peer, e.candidate);
@@ -640,7 +640,11 @@ export class Call extends EventTarget {
       kbps: Math.round((Math.max(0, s.bytes - prev.bytes) * 8) / 1000 / seconds),
       stalled: now - peer.lastBytesAt >= STALL_POOR_MS,
     };
-    result.level = level(result);
+    // A level must hold for two samples (4 s) before it shows: one slow STUN answer on
+    // a busy machine should not flash "poor". A stall is already 4 s old when seen.
+    const raw = level(result);
+    result.level = result.stalled ? raw : better(raw, peer.lastLevel ?? raw);
+    peer.lastLevel = raw;
     return result;
   }
 
@@ -722,6 +726,8 @@ export function level({ rtt_ms: rtt, loss_pct: loss, stalled }) {
 }
 
 const RANK = { good: 0, fair: 1, poor: 2 };
+
+function better(a, b) { return RANK[a] <= RANK[b] ? a : b; }
 
 /** The call's quality: the worst link decides (one bad link is what people notice). */
 function overall(peers) {

@@ -125,7 +125,7 @@ class CallView {
     this.baseTitle = document.title;
     this.timers = [];
     this.offline = !navigator.onLine;
-    this.signalingState = "connecting";
+    this.signalingState = call.signaling?.state || "connecting";
     this.build();
     this.listen();
     this.renderLocal(call.localMedia);
@@ -144,7 +144,7 @@ class CallView {
     this.quality = h("span", { class: "quality", hidden: true },
       h("span", { class: "bars", "aria-hidden": "true" }, h("i"), h("i"), h("i")),
       h("span", { class: "quality-text" }));
-    this.people = h("span", { class: "people" });
+    this.people = h("span", { class: "call-people" });
     this.soundButton = h("button", {
       type: "button", class: "small secondary", hidden: true, text: "Turn on sound",
       onclick: () => this.unlockSound(),
@@ -154,7 +154,7 @@ class CallView {
     this.bannerHost = h("div", { role: "status", "aria-live": "polite", class: "banner-host" });
     this.problemHost = h("div", { role: "alert", class: "banner-host" });
     this.announcer = h("div", { class: "sr-only", "aria-live": "assertive" });
-    this.waitingHost = h("div", { class: "waiting-host", "aria-label": "Waiting room" });
+    this.waitingHost = h("div", { class: "waiting-host" });
     const top = h("div", { class: "call-top" }, this.status, this.bannerHost, this.problemHost,
       this.announcer, this.waitingHost);
     this.grid = h("div", { class: "grid" });
@@ -164,9 +164,14 @@ class CallView {
     this.side = this.buildChat(side);
     this.el.append(top, this.grid, this.controls, this.side);
     this.root.replaceChildren(this.el);
-    // WebAudio may only start after a gesture: any click in the call unlocks it.
-    this.el.addEventListener("pointerdown", () => this.audio(), { once: true });
-    this.el.addEventListener("keydown", () => this.audio(), { once: true });
+    if (this.careTeam) {
+      // Made now so it can play if the page already had a click (sticky activation);
+      // otherwise the first click or key press anywhere lets it start.
+      this.audio();
+      this.onGesture = () => this.audio();
+      document.addEventListener("pointerdown", this.onGesture);
+      document.addEventListener("keydown", this.onGesture);
+    }
   }
 
   buildSelfTile() {
@@ -177,6 +182,7 @@ class CallView {
     const muted = h("span", { class: "muted-mark", hidden: true }, "Muted");
     const label = h("figcaption", { class: "label" },
       h("span", { class: "name", text: `${this.opts.selfName} (you)` }),
+      h("span", { class: "short", text: "You" }),
       h("span", { class: "role", text: `· ${roleWords(this.opts.role)}` }), muted);
     const el = h("figure", { class: "tile self" }, video, placeholder, note, label);
     return { el, video, placeholder, note, muted };
@@ -269,6 +275,7 @@ class CallView {
   }
 
   renderQuality(q) {
+    if (!this.call.participants.size) return;
     this.quality.hidden = false;
     this.quality.className = `quality ${q.level}`;
     this.quality.querySelector(".quality-text").textContent = `Connection: ${q.level}`;
@@ -305,9 +312,13 @@ class CallView {
       if (!participants.has(id)) { tile.el.remove(); this.tiles.delete(id); }
     }
     for (const p of participants.values()) this.renderTile(p);
+    // The layout picks columns and rows from these (app.css, `/* call.js */`).
+    this.grid.dataset.count = String(this.tiles.size + 1);
+    this.grid.dataset.remote = String(this.tiles.size);
     const names = [...participants.values()].map((p) => `${p.name} (${roleWords(p.role)})`);
     if (this.call.state === "waiting") this.people.textContent = "In the waiting room: you'll be let in shortly.";
     else this.people.textContent = names.length ? `With ${names.join(", ")}` : "Only you so far";
+    if (!participants.size) this.quality.hidden = true;
     this.renderBanner();
   }
 
@@ -439,8 +450,13 @@ class CallView {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     clearTimeout(this.problemTimer);
+    clearTimeout(this.announceTimer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
+    if (this.onGesture) {
+      document.removeEventListener("pointerdown", this.onGesture);
+      document.removeEventListener("keydown", this.onGesture);
+    }
     document.title = this.baseTitle;
     for (const video of this.el.querySelectorAll("video")) video.srcObject = null;
     this.audioCtx?.close().catch(() => {});
@@ -456,10 +472,18 @@ class CallView {
     this.waitingSeen = ids;
     const keep = new Map([...this.waitingHost.children].map((el) => [el.dataset.waitingId, el]));
     const items = waiting.map((w) => keep.get(w.id) || this.waitingItem(w));
+    const hadFocus = this.waitingHost.contains(document.activeElement);
     this.waitingHost.replaceChildren(...items);
+    if (hadFocus && !this.waitingHost.contains(document.activeElement)) {
+      // The person just admitted or denied is gone from the list: keep the keyboard nearby.
+      (this.waitingHost.querySelector("button") || this.micButton).focus();
+    }
     document.title = waiting.length ? `(${waiting.length}) waiting · ${this.baseTitle}` : this.baseTitle;
     if (arrived.length) {
       this.announcer.textContent = arrived.map((w) => `${w.name} (${roleWords(w.role)}) is waiting to be let in.`).join(" ");
+      // Said once; left in place it would be read again by someone browsing the page.
+      clearTimeout(this.announceTimer);
+      this.announceTimer = setTimeout(() => { this.announcer.textContent = ""; }, 5000);
       this.chime();
     }
   }
@@ -488,6 +512,7 @@ class CallView {
   }
 
   audio() {
+    if (!this.careTeam) return null;
     if (!this.audioCtx && window.AudioContext) {
       try { this.audioCtx = new AudioContext(); } catch { this.audioCtx = null; }
     }

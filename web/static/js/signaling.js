@@ -187,7 +187,24 @@ export class Signaling extends EventTarget {
     this._setState(this._everWelcomed ? "reconnecting" : "connecting", code);
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this._attempt);
     this._attempt += 1;
-    this._retryTimer = setTimeout(() => this._open(), Math.min(delay, this._dropDeadline - now));
+    this._retryTimer = setTimeout(() => this._retry(), Math.min(delay, this._dropDeadline - now));
+  }
+
+  /** A backoff ran out. While the browser knows it is offline, wait for `online` instead. */
+  _retry() {
+    this._retryTimer = null;
+    if (this._stopped) return;
+    if (navigator.onLine === false) {
+      const now = Date.now();
+      if (now >= this._dropDeadline) {
+        this._stopped = true;
+        this._finish(this._lastCode, "gave_up");
+        return;
+      }
+      this._retryTimer = setTimeout(() => this._retry(), Math.min(BACKOFF_MAX_MS, this._dropDeadline - now));
+      return;
+    }
+    this._open();
   }
 
   _online() {
