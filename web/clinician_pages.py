@@ -77,8 +77,9 @@ def _redirect(location: str) -> web.Response:
 
 def _safe_next(value: Any) -> str:
     """Where to go after logging in: a path of ours only, never another site."""
-    if isinstance(value, str) and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value[:500]
+    if (isinstance(value, str) and value.startswith("/") and value.isprintable()
+            and not value.startswith(("//", "/\\")) and len(value) <= 500):
+        return value
     return "/dashboard"
 
 
@@ -111,7 +112,7 @@ def login_page(handler: Handler) -> Handler:
 def _message(request: web.Request, status: int, heading: str, message: str,
              action: str = "") -> web.Response:
     return page(request, "message.html", status=status, heading=heading, message=message,
-                action=action, detail="", tone="problem")
+                action=action, when="", when_label="", tone="problem")
 
 
 def _not_found(request: web.Request) -> web.Response:
@@ -379,9 +380,10 @@ class Local:
 
     zone: tzinfo
 
-    def time(self, at: datetime) -> str:
+    def time(self, at: datetime, *, seconds: bool = True) -> str:
         t = at.astimezone(self.zone)
-        return f"{t.strftime('%I:%M:%S %p').lstrip('0')} {t.tzname()}"
+        clock = t.strftime("%I:%M:%S %p" if seconds else "%I:%M %p").lstrip("0")
+        return f"{clock} {t.tzname()}"
 
     def date(self, at: datetime) -> str:
         t = at.astimezone(self.zone)
@@ -475,14 +477,13 @@ def describe(event: VisitEvent, names: dict[str, str]) -> str | None:
     who = names.get(event.participant_id or "", "Someone")
     by = names.get(str(event.detail.get("by") or ""))  # who admitted or denied them
     if event.kind in ("ended", "cancelled"):
-        what = "The visit ended" if event.kind == "ended" else "The visit was cancelled"
-        return f"{what} ({who})" if event.participant_id else what
+        what = f"The visit was {event.kind}"
+        return f"{what} by {who}" if event.participant_id else what
     if event.kind == "left":
         template = _LEFT.get(str(event.detail.get("reason")))
         return template.format(who=who) if template else None  # "denied": said already
     if event.kind in _QUIET:
         return None
-    text = _SAYS.get(event.kind, "{who}: " + event.kind.replace("_", " ")).format(who=who)
     if by and event.kind in ("admitted", "denied"):
-        text += f" (by {by})"
-    return text
+        return f"{who} was {event.kind} by {by}"
+    return _SAYS.get(event.kind, "{who}: " + event.kind.replace("_", " ")).format(who=who)

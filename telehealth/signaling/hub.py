@@ -191,8 +191,10 @@ class Hub:
         if room is None:
             return
         by = room.members.get(by_participant_id) if by_participant_id else None
-        # Storage was updated by the caller; the room only tells and disconnects.
-        effects = [e for e in room.end(reason, by, self.clock()) if not isinstance(e, VisitOver)]
+        # Storage and the timeline were updated by the caller (the visit must not be
+        # `ended` twice on it); the room only tells and disconnects.
+        effects = [e for e in room.end(reason, by, self.clock())
+                   if not isinstance(e, VisitOver | Record)]
         await self._apply(visit_id, effects)
 
     async def admit(self, visit_id: str, pid: str, by_participant_id: str) -> None:

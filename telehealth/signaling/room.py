@@ -322,12 +322,12 @@ class Room:
                                {"peer": peer, "audio": audio, "video": video})]
             case p.Admit(participant_id=pid):
                 try:
-                    return self._admit(member.id, pid, now)
+                    return self.admit_by(pid, member.id, now)
                 except Refused as exc:
                     return [Send(conn, p.error(exc.code, exc.message, "admit"))]
             case p.Deny(participant_id=pid, reason=reason):
                 try:
-                    return self._deny(member.id, pid, reason, now)
+                    return self.deny_by(pid, member.id, reason, now)
                 except Refused as exc:
                     return [Send(conn, p.error(exc.code, exc.message, "deny"))]
             case p.Leave():
@@ -346,15 +346,8 @@ class Room:
         return [Send(target.conn, frame)]
 
     def admit_by(self, pid: str, by_id: str, now: datetime) -> list[Effect]:
-        """Admit `pid` for care-team participant `by_id`, who need not be in the room
+        """Admit `pid` for care-team participant `by_id`, in the room (`admit`) or not
         (the dashboard). Raises `Refused` when `pid` is not waiting or the room is full."""
-        return self._admit(by_id, pid, now)
-
-    def deny_by(self, pid: str, by_id: str, reason: str | None, now: datetime) -> list[Effect]:
-        """Deny `pid` for care-team participant `by_id` (the dashboard). Raises `Refused`."""
-        return self._deny(by_id, pid, reason, now)
-
-    def _admit(self, by_id: str, pid: str, now: datetime) -> list[Effect]:
         guest = self.members.get(pid)
         if guest is None or guest.state is not MemberState.WAITING or guest.conn is None:
             raise Refused("not_waiting", "that participant is not waiting")
@@ -367,7 +360,8 @@ class Room:
         effects += self._waiting_room()
         return effects
 
-    def _deny(self, by_id: str, pid: str, reason: str | None, now: datetime) -> list[Effect]:
+    def deny_by(self, pid: str, by_id: str, reason: str | None, now: datetime) -> list[Effect]:
+        """Deny `pid` for care-team participant `by_id` (in the room or not). Raises `Refused`."""
         guest = self.members.get(pid)
         if guest is None or guest.state is not MemberState.WAITING:
             raise Refused("not_waiting", "that participant is not waiting")
@@ -380,6 +374,7 @@ class Room:
         if guest_conn is not None:
             effects.append(Close(guest_conn, p.CLOSE_DENIED, "denied"))
         return effects
+
 
 def _ended(reason: str, by: str | None) -> dict[str, Any]:
     return {"type": "ended", "reason": reason, "by": by}

@@ -58,10 +58,12 @@ function problem(err) {
     h("button", { type: "button", class: "quiet small", onclick: (e) => e.target.closest(".dash-error").remove() }, "Dismiss")));
 }
 
-async function copy(text, input, button) {
+/** Copy `text`; if the clipboard refuses, select it in the box `findInput()` gives. */
+async function copy(text, findInput, button) {
   let done = false;
   try { await navigator.clipboard.writeText(text); done = true; } catch { /* fall back below */ }
-  if (!done && input) {
+  const input = done ? null : findInput();
+  if (input) {
     input.focus(); input.select();
     try { done = document.execCommand("copy"); } catch { done = false; }
   }
@@ -158,7 +160,7 @@ function people(v) {
     const button = p.link ? h("button", {
       type: "button", class: "quiet small", "data-key": `${v.id}:copy:${p.id}`,
       "aria-label": `Copy link for ${personText(p)}`,
-      onclick: (e) => copy(p.link, $(`link-${p.id}`), e.currentTarget),
+      onclick: (e) => copy(p.link, () => revealLink(v.id, p.id), e.currentTarget),
     }, "Copy link") : null;
     return h("li", {}, h("span", { text: p.name }), " ", h("span", { class: "muted small", text: ROLE[p.role] }), button);
   }));
@@ -211,7 +213,13 @@ function linkField(id, label, value) {
     h("label", { for: id, text: label }),
     h("div", { class: "link-row" },
       h("input", { id, type: "text", readonly: true, value, onfocus: (e) => e.target.select() }),
-      h("button", { type: "button", class: "secondary small", "aria-label": `Copy: ${label}`, onclick: (e) => copy(value, $(id), e.currentTarget) }, "Copy")));
+      h("button", { type: "button", class: "secondary small", "aria-label": `Copy: ${label}`, onclick: (e) => copy(value, () => $(id), e.currentTarget) }, "Copy")));
+}
+
+/** The box with a participant's link, opening the visit's links panel if need be. */
+function revealLink(visitId, participantId) {
+  if (!$(`link-${participantId}`)) { state.open[visitId] = "links"; render(); }
+  return $(`link-${participantId}`);
 }
 
 function links(v) {
@@ -344,12 +352,22 @@ function renderAlerts(arrivals) {
   for (const note of box.querySelectorAll("[data-arrival]")) if (!state.waitingKeys.has(note.dataset.arrival)) note.remove();
   for (const [visitId, w] of arrivals) {
     const at = visitTime(visitId);
-    box.append(h("div", { class: "notice warn arrival", "data-arrival": `${visitId}:${w.id}` },
-      h("strong", { text: `${personText(w)} is waiting` }),
-      h("span", { text: at ? ` for the visit at ${at}.` : "." })));
+    const note = h("div", { class: "notice warn arrival", "data-arrival": `${visitId}:${w.id}` },
+      h("span", {}, h("strong", { text: `${personText(w)} is waiting` }), at ? ` for the visit at ${at}.` : "."),
+      h("span", { class: "row-actions" },
+        h("button", { type: "button", class: "secondary small", "aria-label": `Show the visit ${w.name} is waiting for`, onclick: () => showWaiting(visitId, w) }, "Show"),
+        h("button", { type: "button", class: "quiet small", "aria-label": `Dismiss the alert about ${w.name}`, onclick: () => note.remove() }, "Dismiss")));
+    box.append(note);
   }
   const count = state.waitingKeys.size;
   document.title = `${count ? `(${count} waiting) ` : ""}${TITLE}`;
+}
+
+function showWaiting(visitId, w) {
+  const admit = document.querySelector(`[data-key="${CSS.escape(`${visitId}:admit:${w.id}`)}"]`);
+  if (!admit) return;
+  admit.scrollIntoView({ block: "center" });
+  admit.focus({ preventScroll: true });
 }
 
 function applyLive(live) {
@@ -525,7 +543,7 @@ function setUpNewVisit() {
   });
   for (const button of document.querySelectorAll("[data-copy]")) {
     const input = $(button.dataset.copy);
-    button.addEventListener("click", () => copy(input.value, input, button));
+    button.addEventListener("click", () => copy(input.value, () => input, button));
   }
 }
 
