@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from conftest import Running
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from conftest import Running
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery"

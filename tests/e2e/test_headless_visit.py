@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from conftest import Running
-from tcpcut import TcpCutter
 
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.media.participant import (
@@ -16,6 +14,9 @@ from telehealth.media.participant import (
     ParticipantOptions,
     ParticipantState,
 )
+
+from conftest import Running
+from tcpcut import TcpCutter
 
 pytestmark = pytest.mark.e2e
 DOB = "1990-04-27"

@@ -10,11 +10,12 @@ from datetime import timedelta
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from browser import frames_decoded, launch, person, shoot
-from conftest import Clock, Running
 from telehealth.config import Settings
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.media.participant import Participant, ParticipantOptions
+
+from browser import frames_decoded, launch, person, shoot
+from conftest import Clock, Running
 
 pytestmark = pytest.mark.e2e
 

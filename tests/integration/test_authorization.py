@@ -7,11 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Clock, Running
-from wsclient import Frame, Peer, close_all, connect, join, open_socket, token_of
 
 from telehealth.auth import LinkClaims
 from telehealth.services import CreatedVisit
+
+from conftest import Clock, Running
+from wsclient import Frame, Peer, close_all, connect, join, open_socket, token_of
 
 DOB = "1990-04-27"
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

@@ -11,11 +11,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from conftest import Clock, Running
-from wsclient import close_all, connect, open_socket
 
 from telehealth.db.tables import Participant, VisitEvent
 from web.clinician_pages import describe, duration, summarize, zone_from
+
+from conftest import Clock, Running
+from wsclient import close_all, connect, open_socket
 
 PASSWORD = "correct horse battery"
 DOB = "1990-04-27"

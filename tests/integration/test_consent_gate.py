@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-from conftest import Running
 
 from telehealth.config import Settings
+
+from conftest import Running
 
 
 @pytest.fixture

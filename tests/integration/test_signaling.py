@@ -11,15 +11,16 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Clock, Running
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from wsclient import Frame, Peer, close_all, connect, join, open_socket, token_of
 
 from telehealth.config import Settings
 from telehealth.services import CreatedVisit
 from telehealth.signaling import protocol as p
+
+from conftest import Clock, Running
+from wsclient import Frame, Peer, close_all, connect, join, open_socket, token_of
 
 DOB = "1990-04-27"
 SDP = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
