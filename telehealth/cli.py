@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,6 +27,18 @@ from telehealth.services import Services
 from telehealth.visits import VisitError
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+T = TypeVar("T")
+NO_CLINICIAN = "no clinician has that email"
+
+
+class CliError(Exception):
+    """A command that cannot go on: printed as `error: ...`, exit code 2."""
+
+
+def _need(found: T | None, missing: str) -> T:
+    if found is None:
+        raise CliError(missing)
+    return found
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,8 +101,7 @@ def _read_password() -> str:
 async def cmd_clinician_create(args: argparse.Namespace, settings: Settings) -> int:
     password = _read_password()
     if len(password) < 10:
-        print("error: the password needs at least 10 characters", file=sys.stderr)
-        return 2
+        raise CliError("the password needs at least 10 characters")
 
     async def work(svc: Services) -> int:
         row = await svc.store.create_clinician(
@@ -105,10 +116,7 @@ async def cmd_clinician_create(args: argparse.Namespace, settings: Settings) -> 
 
 async def cmd_clinician_token(args: argparse.Namespace, settings: Settings) -> int:
     async def work(svc: Services) -> int:
-        found = await svc.store.clinician_by_email(args.email)
-        if found is None:
-            print("error: no clinician has that email", file=sys.stderr)
-            return 2
+        found = _need(await svc.store.clinician_by_email(args.email), NO_CLINICIAN)
         token, digest = new_opaque_token()
         await svc.store.add_api_token(
             token_hash=digest, clinician_id=found.id, label=args.label or "", now=svc.clock(),
@@ -137,10 +145,7 @@ async def cmd_visit_create(args: argparse.Namespace, settings: Settings) -> int:
             "authority": args.representative_authority or ""}
 
     async def work(svc: Services) -> int:
-        found = await svc.store.clinician_by_email(args.clinician)
-        if found is None:
-            print("error: no clinician has that email", file=sys.stderr)
-            return 2
+        found = _need(await svc.store.clinician_by_email(args.clinician), NO_CLINICIAN)
         created = await svc.create_visit(visit_request(body), found)
         data = {"visit_id": created.visit.id,
                 "patient_link": created.link_for_role("patient"),
@@ -155,10 +160,7 @@ async def cmd_visit_list(args: argparse.Namespace, settings: Settings) -> int:
     from web.api import visit_json
 
     async def work(svc: Services) -> int:
-        found = await svc.store.clinician_by_email(args.clinician)
-        if found is None:
-            print("error: no clinician has that email", file=sys.stderr)
-            return 2
+        found = _need(await svc.store.clinician_by_email(args.clinician), NO_CLINICIAN)
         visits = [visit_json(v) for v in await svc.store.visits_for(found.id)]
         _out(args, {"visits": visits}, "\n".join(
             f"{v['id']}  {v['scheduled_start']}  {v['visit_type']:<13} {v['status']}"
@@ -170,10 +172,7 @@ async def cmd_visit_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_visit_finish(args: argparse.Namespace, settings: Settings) -> int:
     async def work(svc: Services) -> int:
-        visit = await svc.store.visit(args.visit_id)
-        if visit is None:
-            print("error: no such visit", file=sys.stderr)
-            return 2
+        visit = _need(await svc.store.visit(args.visit_id), "no such visit")
         await svc.finish_visit(visit, args.reason)
         _out(args, {"visit_id": visit.id, "status": args.reason}, f"Visit {args.reason}.")
         return 0
@@ -183,16 +182,10 @@ async def cmd_visit_finish(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_visit_add(args: argparse.Namespace, settings: Settings) -> int:
     async def work(svc: Services) -> int:
-        visit = await svc.store.visit(args.visit_id)
-        if visit is None:
-            print("error: no such visit", file=sys.stderr)
-            return 2
+        visit = _need(await svc.store.visit(args.visit_id), "no such visit")
         colleague = None
         if args.email:
-            colleague = await svc.store.clinician_by_email(args.email)
-            if colleague is None:
-                print("error: no clinician has that email", file=sys.stderr)
-                return 2
+            colleague = _need(await svc.store.clinician_by_email(args.email), NO_CLINICIAN)
         person, link = await svc.add_participant(visit, role=args.role, name=args.name or "",
                                                  clinician=colleague)
         _out(args, {"participant_id": person.id, "role": person.role, "link": link},
@@ -289,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         command: Command = args.run
         return asyncio.run(command(args, settings))
-    except (ConfigError, StoreError, VisitError, AuthError) as exc:
+    except (CliError, ConfigError, StoreError, VisitError, AuthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
