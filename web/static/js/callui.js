@@ -362,7 +362,10 @@ class CallView {
     video.srcObject = stream;
     if (!stream) return;
     if (this.soundLocked && video !== this.selfTile.video) video.muted = true;
-    video.play().catch(() => {
+    video.play().catch((err) => {
+      // Only a refusal to play sound locks it: an AbortError is this play() cut short by
+      // the next stream (audio and video tracks arrive one after the other).
+      if (err?.name !== "NotAllowedError" || video.srcObject !== stream) return;
       if (video === this.selfTile.video || video.muted) return;
       this.soundLocked = true;
       this.soundButton.hidden = false;
