@@ -9,7 +9,7 @@ cancel. Rules live in `visits.py`; storage in `db/store.py`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from telehealth.db.store import Store
 from telehealth.db.tables import Clinician, Participant, Visit, VisitEvent
 from telehealth.media.ice import ice_servers
 from telehealth.signaling.hub import Hub
+from telehealth.throttle import Throttle
 from telehealth.visits import (
     ADDABLE_ROLES,
     VisitError,
@@ -55,6 +56,8 @@ class Services:
     signer: Signer
     clock: Clock
     hub: Hub | None = None
+    login_throttle: Throttle = field(
+        default_factory=lambda: Throttle(limit=10, window_s=15 * 60))
 
     # ---- links -----------------------------------------------------------
 

@@ -151,7 +151,10 @@ class Store:
     async def visits_for(
         self, clinician_id: str, *, since: datetime | None = None, limit: int = 200
     ) -> Sequence[Visit]:
-        query = select(Visit).where(Visit.clinician_id == clinician_id)
+        """The clinician's own visits and those they were added to as co-clinician."""
+        co = select(Participant.visit_id).where(Participant.clinician_id == clinician_id,
+                                                Participant.removed_at.is_(None))
+        query = select(Visit).where((Visit.clinician_id == clinician_id) | Visit.id.in_(co))
         if since is not None:
             query = query.where(Visit.scheduled_start >= since)
         async with self.session() as s:

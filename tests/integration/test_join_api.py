@@ -140,3 +140,14 @@ async def test_timeline_records_the_identity_check(server: Running) -> None:
     assert status == 200
     kinds = [e["kind"] for e in body["events"]]
     assert kinds == ["link_opened", "identity_failed", "link_opened", "identity_verified"]
+
+
+async def test_logins_are_throttled_after_ten_failures(server: Running) -> None:
+    await server.clinician(email="dr.lee@example.org")
+    for _ in range(10):
+        status, body = await server.post("/api/v1/session", {
+            "email": "dr.lee@example.org", "password": "wrong password!"})
+        assert (status, body["error"]["code"]) == (401, "bad_credentials")
+    status, body = await server.post("/api/v1/session", {
+        "email": "DR.LEE@example.org", "password": "correct horse battery"})
+    assert (status, body["error"]["code"]) == (429, "throttled")
