@@ -110,3 +110,20 @@ async def test_visit_lifecycle_and_timeline(store: Store) -> None:
 
     assert [v.id for v in await store.visits_for(clinician.id)] == [visit.id]
     assert await store.visits_for(clinician.id, since=NOW + timedelta(seconds=1)) == []
+
+
+async def test_co_clinicians_see_the_visits_they_were_added_to(store: Store) -> None:
+    own = await store.create_clinician(email="a@b.c", name="A", credentials="",
+                                       password_hash="h", now=NOW)
+    colleague = await store.create_clinician(email="c@d.e", name="C", credentials="",
+                                             password_hash="h", now=NOW)
+    stranger = await store.create_clinician(email="s@t.u", name="S", credentials="",
+                                            password_hash="h", now=NOW)
+    req = VisitRequest(patient_name="Alex Morgan", patient_dob=date(1990, 4, 27),
+                       scheduled_start=NOW)
+    visit, _ = await store.create_visit(req, clinician=own, now=NOW)
+    await store.add_participant(visit.id, role="co_clinician", name="C", now=NOW,
+                                clinician_id=colleague.id)
+    assert [v.id for v in await store.visits_for(colleague.id)] == [visit.id]
+    assert [v.id for v in await store.visits_for(own.id)] == [visit.id]
+    assert await store.visits_for(stranger.id) == []
