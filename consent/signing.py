@@ -1,0 +1,314 @@
+"""Interrupted (external) PAdES signing: the signer's key never reaches the server.
+
+    server  prepare(pdf, field, cert, role_info, certify)
+              -> to_sign (DER signed attributes, ~220 bytes), state (plain bytes and ints)
+    client  ECDSA P-256 / SHA-256 over to_sign  (WebCrypto: raw r||s; DER accepted too)
+    server  finish(state, signature)
+              checks the signature against the certificate's key, embeds it with an
+              RFC 3161 timestamp (B-T); after the last empty field is signed: DSS with
+              the certificates and the CA's CRL, then a document timestamp (B-LTA)
+
+The clinician signs first with a certification signature (DocMDP: form filling allowed);
+the patient's or representative's field carries a FieldMDP lock (no changes after).
+`PreparedSignature` holds no live objects, so it can wait in a database between the
+two requests (`to_json` / `from_json`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from asn1crypto import cms as asn1_cms  # type: ignore[import-untyped]
+from asn1crypto import crl as asn1_crl
+from asn1crypto import x509 as asn1_x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulator, GlyphAccumulatorFactory
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.text import TextBoxStyle
+from pyhanko.pdf_utils.writer import BasePdfFileWriter
+from pyhanko.sign import fields, signers
+from pyhanko.sign.signers import constants as sign_constants
+from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.signers.pdf_signer import PdfTBSDocument, PdfTimeStamper
+from pyhanko.sign.timestamps.api import TimeStamper
+from pyhanko.sign.validation.dss import DocumentSecurityStore
+from pyhanko.stamp import TextStampStyle
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+from consent.errors import ConsentError
+from consent.pki import PracticeCA, to_asn1
+from consent.workflow import SignerRoleInfo
+
+MD = "sha256"
+SIG_BYTES_RESERVED = 16 * 1024
+"""Hex digits reserved for a signature's CMS: signer + CA certs, ~220 B of attributes,
+72 B of ECDSA and a timestamp token with the TSA's chain come to ~3.5 KB of DER."""
+FONT_FILE = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+"""Embedded in every signature appearance (PDF/A forbids the default, unembedded Courier)."""
+FONT_UNICODES = (*range(0x20, 0x7F), *range(0xA0, 0x180), *range(0x2010, 0x2027), 0x20AC)
+"""ASCII, Latin-1, Latin Extended-A, dashes and quotes: what printed names here use."""
+
+
+def appearance_font(cache_dir: Path, source: Path = FONT_FILE) -> Path:
+    """A small subset of `source` without layout tables, made once into `cache_dir`.
+
+    pyHanko subsets the appearance font for every signature; on the full DejaVu Sans
+    that costs ~0.4 s (fontTools decompiling GPOS/GSUB), on this subset a few ms.
+    """
+    tag = hashlib.sha256(repr(FONT_UNICODES).encode()).hexdigest()[:8]
+    target = cache_dir / f"appearance-{source.stem}-{tag}.ttf"
+    if target.exists():
+        return target
+    from fontTools import subset  # type: ignore[import-untyped]
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+    options = subset.Options()
+    options.layout_features = []
+    options.drop_tables += ["GPOS", "GSUB", "GDEF", "kern", "FFTM"]
+    options.hinting = False
+    options.name_IDs = ["*"]
+    options.notdef_outline = True
+    font = TTFont(str(source))
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=FONT_UNICODES)
+    subsetter.subset(font)
+    tmp = target.with_name(f".{target.name}.tmp")
+    font.save(str(tmp))
+    tmp.replace(target)
+    return target
+
+
+@dataclass(frozen=True)
+class PreparedSignature:
+    """Everything `finish` needs, as plain values."""
+
+    pdf: bytes
+    """The document with the signature dictionary and its zeroed placeholder."""
+    field_name: str
+    document_digest: bytes
+    reserved_region_start: int
+    reserved_region_end: int
+    signed_attrs: bytes
+    """DER of the signed attributes: the bytes the client signs."""
+    signer_cert: bytes
+    final: bool
+    """No empty signature field is left after this one: bring the document to B-LTA."""
+
+    def to_json(self) -> str:
+        return json.dumps({k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+                           for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> PreparedSignature:
+        data = json.loads(text)
+        for key in ("pdf", "document_digest", "signed_attrs", "signer_cert"):
+            data[key] = base64.b64decode(data[key])
+        return cls(**data)
+
+    def __repr__(self) -> str:
+        return f"PreparedSignature(field_name={self.field_name!r}, final={self.final})"
+
+
+@dataclass(frozen=True)
+class _InMemoryFont(GlyphAccumulatorFactory):
+    """The appearance font from bytes read once (pyHanko's factory opens the file for
+    every signature and leaves it open)."""
+
+    font_data: bytes = b""
+
+    def create_font_engine(self, writer: BasePdfFileWriter,
+                           obj_stream: Any = None) -> GlyphAccumulator:
+        if obj_stream is None and writer.stream_xrefs and self.create_objstream_if_needed:
+            obj_stream = writer.prepare_object_stream()  # type: ignore[no-untyped-call]
+        return GlyphAccumulator(
+            writer=writer, font_handle=io.BytesIO(self.font_data), font_size=self.font_size,
+            ot_script_tag=self.ot_script_tag, ot_language_tag=self.ot_language_tag,
+            writing_direction=self.writing_direction, bcp47_lang_code=self.bcp47_lang_code,
+            obj_stream=obj_stream)
+
+
+class _PdfASigner(signers.PdfSigner):
+    """Registers only the PAdES extension: with a P-256 key pyHanko would also register
+    ISO 32002 and write /Version 2.0, which is not PDF/A-2."""
+
+    def register_extensions(self, pdf_out: BasePdfFileWriter, *, md_algorithm: str) -> None:
+        pdf_out.ensure_output_version(version=(1, 7))  # type: ignore[no-untyped-call]
+        pdf_out.register_extension(sign_constants.ESIC_EXTENSION_1)
+
+
+def der_signature(signature: bytes) -> bytes:
+    """An ECDSA P-256 signature as DER, given DER or WebCrypto's raw r||s (64 bytes)."""
+    if len(signature) == 64:
+        return encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                    int.from_bytes(signature[32:], "big"))
+    try:
+        r, s = decode_dss_signature(signature)
+    except ValueError as e:
+        raise ConsentError("bad_signature", "the signature is neither DER nor r||s") from e
+    return encode_dss_signature(r, s)
+
+
+def signature_fields(reader: PdfFileReader) -> dict[str, bool]:
+    """Each signature field's name and whether it is signed."""
+    return {name: value is not None
+            for name, value, _ in fields.enumerate_sig_fields(reader, filled_status=None)}
+
+
+class ConsentSigner:
+    """Prepares and finishes signatures on consent PDFs for the practice CA.
+
+    `timestamper` replaces the built-in TSA (an outside TSA URL by setting); `tz` is the
+    zone the appearance shows the signing time in.
+    """
+
+    def __init__(self, ca: PracticeCA, *, timestamper: TimeStamper | None = None,
+                 tz: tzinfo = UTC, now: Callable[[], datetime] | None = None) -> None:
+        self.ca = ca
+        self.timestamper = timestamper or ca.timestamper()
+        self.tz = tz
+        self.now = now or ca.now
+        font_path = appearance_font(ca.directory)
+        self._font = _InMemoryFont(str(font_path), font_size=9, font_data=font_path.read_bytes())
+        self._registry = SimpleCertificateStore.from_certs(  # type: ignore[no-untyped-call]
+            [ca.root_asn1])
+
+    def validation_context(self) -> ValidationContext:
+        """Offline: the practice root, its current CRL, the TSA certificate."""
+        return ValidationContext(
+            trust_roots=[self.ca.root_asn1], other_certs=[self.ca.tsa_cert_asn1],
+            crls=[self.ca.current_crl_der()], allow_fetching=False,
+            revocation_mode="hard-fail", moment=self.now())
+
+    def appearance_text(self, role_info: SignerRoleInfo, when: datetime) -> str:
+        local = when.astimezone(self.tz)
+        return "\n".join((
+            role_info.printed_name, role_info.role_label,
+            "Signed " + local.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)"),
+            role_info.meaning))
+
+    async def prepare(self, pdf_bytes: bytes, field_name: str, signer_cert: asn1_x509.Certificate,
+                      role_info: SignerRoleInfo, certify: bool
+                      ) -> tuple[bytes, PreparedSignature]:
+        """The DER signed attributes the client signs, and the state `finish` takes."""
+        try:
+            reader = PdfFileReader(io.BytesIO(pdf_bytes), strict=False)
+            existing = signature_fields(reader)
+            signed_before = len(reader.embedded_signatures)
+        except Exception as e:  # a broken input is the caller's error, not a crash
+            raise ConsentError("bad_document", "the document cannot be read as a PDF") from e
+        if field_name not in existing:
+            raise ConsentError("no_such_field", f"the document has no field {field_name!r}")
+        if existing[field_name]:
+            raise ConsentError("field_already_signed", f"{field_name} is already signed")
+        if certify and signed_before:
+            raise ConsentError("out_of_order", "the certification signature must be the first")
+        if not certify and not signed_before:
+            raise ConsentError("out_of_order", "the clinician signs before anyone else")
+        final = not any(not signed for name, signed in existing.items() if name != field_name)
+
+        when = self.now()
+        text = self.appearance_text(role_info, when).replace("%", "%%")
+        style = TextStampStyle(stamp_text=text, border_width=1,
+                               text_box_style=TextBoxStyle(font=self._font, font_size=9))
+        meta = signers.PdfSignatureMetadata(
+            field_name=field_name, md_algorithm=MD, certify=certify,
+            docmdp_permissions=fields.MDPPerm.FILL_FORMS if certify else fields.MDPPerm.NO_CHANGES,
+            subfilter=fields.SigSeedSubFilter.PADES, reason=role_info.meaning,
+            name=role_info.printed_name)
+        external = signers.ExternalSigner(signer_cert, self._registry, signature_value=72)
+        pdf_signer = _PdfASigner(meta, external, timestamper=self.timestamper, stamp_style=style)
+        writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
+        output = io.BytesIO()
+        prepared, _tbs, _ = await pdf_signer.async_digest_doc_for_signing(
+            writer, existing_fields_only=True, bytes_reserved=SIG_BYTES_RESERVED, output=output)
+        signed_attrs = await external.signed_attrs(
+            prepared.document_digest, MD,
+            attr_settings=PdfCMSSignedAttributes(signing_time=when), use_pades=True)
+        to_sign: bytes = signed_attrs.dump()
+        state = PreparedSignature(
+            pdf=output.getvalue(), field_name=field_name,
+            document_digest=prepared.document_digest,
+            reserved_region_start=prepared.reserved_region_start,
+            reserved_region_end=prepared.reserved_region_end, signed_attrs=to_sign,
+            signer_cert=signer_cert.dump(), final=final)
+        return to_sign, state
+
+    async def finish(self, state: PreparedSignature, signature: bytes) -> bytes:
+        """The signed document; ConsentError("bad_signature") if `signature` is not the
+        signer's over `state.signed_attrs` (nothing is embedded then)."""
+        cert = asn1_x509.Certificate.load(state.signer_cert)
+        sig_der = der_signature(signature)
+        public_key = _public_key(cert)
+        try:
+            public_key.verify(sig_der, state.signed_attrs, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise ConsentError("bad_signature",
+                               "the signature does not match the document and key") from None
+        external = signers.ExternalSigner(cert, self._registry, signature_value=sig_der)
+        signed_data = await external.async_sign_prescribed_attributes(
+            MD, asn1_cms.CMSAttributes.load(state.signed_attrs), timestamper=self.timestamper)
+        output = io.BytesIO(state.pdf)
+        prepared = PreparedByteRangeDigest(state.document_digest, state.reserved_region_start,
+                                           state.reserved_region_end)
+        await PdfTBSDocument.async_finish_signing(output, prepared, signed_data)
+        signed = output.getvalue()
+        if state.final:
+            signed = await self.make_lta(signed)
+        return signed
+
+    async def make_lta(self, pdf_bytes: bytes) -> bytes:
+        """B-LT then B-LTA: a DSS with every certificate and the CA's CRL, then a
+        document timestamp over all of it (one incremental revision)."""
+        output = io.BytesIO(pdf_bytes)
+        reader = PdfFileReader(output, strict=False)
+        certs: dict[bytes, asn1_x509.Certificate] = {}
+        for cert in (self.ca.root_asn1, self.ca.tsa_cert_asn1):
+            certs[cert.sha256] = cert
+        for sig in reader.embedded_signatures:
+            for cert in sig.signed_data["certificates"]:
+                certs[cert.chosen.sha256] = cert.chosen
+        crl = asn1_crl.CertificateList.load(self.ca.current_crl_der())
+        writer = IncrementalPdfFileWriter(output, strict=False)
+        DocumentSecurityStore.supply_dss_in_writer(
+            writer, None, certs=list(certs.values()), crls=[crl])
+        await PdfTimeStamper(self.timestamper).async_timestamp_pdf(
+            writer, MD, None, in_place=True)  # its validation data is in the DSS already
+        return output.getvalue()
+
+    async def renew_archive_timestamp(self, pdf_bytes: bytes) -> bytes:
+        """A new document timestamp (and fresh CRL) over a B-LTA document, before the
+        last one's TSA certificate expires."""
+        output = io.BytesIO(pdf_bytes)
+        reader = PdfFileReader(output, strict=False)
+        await PdfTimeStamper(self.timestamper).async_update_archival_timestamp_chain(
+            reader, self.validation_context(), in_place=True)
+        return output.getvalue()
+
+
+def _public_key(cert: asn1_x509.Certificate) -> ec.EllipticCurvePublicKey:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    key = load_der_public_key(cert.public_key.dump())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConsentError("bad_public_key", "the signer's certificate is not ECDSA")
+    return key
+
+
+__all__ = ["ConsentSigner", "PreparedSignature", "der_signature", "signature_fields", "to_asn1"]
