@@ -72,7 +72,7 @@ def appearance_font(cache_dir: Path, source: Path = FONT_FILE) -> Path:
     pyHanko subsets the appearance font for every signature; on the full DejaVu Sans
     that costs ~0.4 s (fontTools decompiling GPOS/GSUB), on this subset a few ms.
     """
-    tag = hashlib.sha256(repr(FONT_UNICODES).encode()).hexdigest()[:8]
+    tag = hashlib.sha256(repr((FONT_UNICODES, "upem1000")).encode()).hexdigest()[:8]
     target = cache_dir / f"appearance-{source.stem}-{tag}.ttf"
     if target.exists():
         return target
@@ -89,6 +89,12 @@ def appearance_font(cache_dir: Path, source: Path = FONT_FILE) -> Path:
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes=FONT_UNICODES)
     subsetter.subset(font)
+    # pyHanko 0.38 writes the CID widths (/W) in font units, which PDF reads as
+    # thousandths of an em: on DejaVu's 2048 units every letter stood twice as far
+    # apart. At 1000 units per em the two agree.
+    from fontTools.ttLib.scaleUpem import scale_upem  # type: ignore[import-untyped]
+
+    scale_upem(font, 1000)
     tmp = target.with_name(f".{target.name}.tmp")
     font.save(str(tmp))
     tmp.replace(target)

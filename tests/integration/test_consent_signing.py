@@ -268,3 +268,20 @@ async def test_truncated_and_unsigned(practice: Practice, adult_pdf: bytes) -> N
     unsigned = await verify(render(plan, ADULT), [practice.ca.root_asn1])
     assert unsigned.bottom_line == "no signatures"
     assert unsigned.to_dict()["signatures"] == []
+
+
+def test_appearance_text_is_not_letter_spaced(adult_pdf: bytes) -> None:
+    """The stamp font's /W widths are thousandths of an em, as PDF reads them."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    reader = PdfFileReader(io.BytesIO(adult_pdf), strict=False)
+    widths: list[int] = []
+    for field in reader.root["/AcroForm"]["/Fields"]:
+        if "/AP" not in field.get_object():
+            continue  # the document timestamp's field has no appearance
+        appearance = field.get_object()["/AP"]["/N"].get_object()
+        font = appearance["/Resources"]["/Font"]["/F1"].get_object()
+        cid_widths = font["/DescendantFonts"][0].get_object()["/W"]
+        widths += [int(w) for entry in cid_widths if isinstance(entry, list) for w in entry]
+    assert widths and max(widths) <= 1000, max(widths)
+    assert min(widths) >= 200  # not shrunk to nothing either
