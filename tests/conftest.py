@@ -16,14 +16,18 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from playwright.async_api import Browser
 
 from telehealth.app import build_app
 from telehealth.auth import hash_password, new_opaque_token
 from telehealth.config import Secret, Settings
 from telehealth.db.tables import Clinician
+from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import CreatedVisit, Services
 from telehealth.visits import Representative, VisitRequest
 from web.keys import SERVICES
+
+from browser import launch
 
 PG_ADMIN_DSN = os.environ.get("TELEHEALTH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -180,3 +184,21 @@ def _no_leaked_tokens(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     for record in caplog.records:
         text = record.getMessage()
         assert "eyJ" not in text, f"a token reached the log: {record.name}"
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In end-to-end tests, headless participants gather host candidates on 127.0.0.1 only."""
+    if request.node.get_closest_marker("e2e") is None:
+        yield
+        return
+    use_host_addresses(["127.0.0.1"])
+    yield
+    use_host_addresses([])
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium (Debian's) per test, with fake camera and microphone."""
+    async for b in launch():
+        yield b

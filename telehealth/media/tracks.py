@@ -59,17 +59,12 @@ def _fill_plane(plane: VideoPlane, data: bytes, width: int) -> None:
     plane.update(b"".join(data[r * width:(r + 1) * width] + padding for r in range(rows)))
 
 
-class SyntheticVideoTrack(VideoStreamTrack):
-    """A moving bar, `width`x`height` at `fps` frames per second."""
+class _PacedVideo(VideoStreamTrack):
+    """A video track whose frames are paced at `fps` on the wall clock."""
 
-    def __init__(self, width: int = 320, height: int = 240, fps: float = 30.0,
-                 images: int = 30) -> None:
+    def __init__(self, fps: float) -> None:
         super().__init__()
-        self.width = width
-        self.height = height
         self._step = round(VIDEO_CLOCK_RATE / fps)
-        self._images = _bar_images(width, height, images)
-        self._index = 0
         self._origin: float | None = None
         self._pts = 0
 
@@ -85,6 +80,18 @@ class SyntheticVideoTrack(VideoStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         return self._pts, VIDEO_TIME_BASE
+
+
+class SyntheticVideoTrack(_PacedVideo):
+    """A moving bar, `width`x`height` at `fps` frames per second."""
+
+    def __init__(self, width: int = 320, height: int = 240, fps: float = 30.0,
+                 images: int = 30) -> None:
+        super().__init__(fps)
+        self.width = width
+        self.height = height
+        self._images = _bar_images(width, height, images)
+        self._index = 0
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
@@ -145,7 +152,7 @@ class MediaFileError(ValueError):
     """A `--video` file that cannot be opened or has no video stream."""
 
 
-class FileVideoTrack(VideoStreamTrack):
+class FileVideoTrack(_PacedVideo):
     """The video of a media file, looped, paced at its own frame rate.
 
     Not aiortc's `MediaPlayer(loop=True)`: after its seek back to the start the
@@ -155,7 +162,6 @@ class FileVideoTrack(VideoStreamTrack):
     """
 
     def __init__(self, path: str) -> None:
-        super().__init__()
         try:
             self._container = av.open(path)
         except (OSError, av.FFmpegError) as exc:
@@ -166,10 +172,8 @@ class FileVideoTrack(VideoStreamTrack):
         self._stream = self._container.streams.video[0]
         rate = self._stream.average_rate or self._stream.guessed_rate
         fps = float(rate) if rate else 30.0
-        self._step = round(VIDEO_CLOCK_RATE / min(max(fps, 1.0), 60.0))
+        super().__init__(min(max(fps, 1.0), 60.0))
         self._frames: Iterator[VideoFrame] = self._container.decode(self._stream)
-        self._origin: float | None = None
-        self._pts = 0
         self._lock = threading.Lock()
 
     def _next_frame(self) -> VideoFrame:
@@ -183,18 +187,6 @@ class FileVideoTrack(VideoStreamTrack):
                     self._container.seek(0)
                     self._frames = self._container.decode(self._stream)
             raise MediaStreamError  # an empty file
-
-    async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._origin is None:
-            self._origin = time.monotonic()
-        else:
-            self._pts += self._step
-            wait = self._origin + self._pts / VIDEO_CLOCK_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        return self._pts, VIDEO_TIME_BASE
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()

@@ -9,27 +9,22 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
+from browser import DESKTOP, PHONE, SCREENSHOTS
 from conftest import Running
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery"
 DOB = "1990-04-27"
 ZONE = "America/New_York"  # not the server's (UTC): times must be converted both ways
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+SIZES = {"desktop": DESKTOP, "phone": PHONE}
 
 
 class Guest:
@@ -73,22 +68,14 @@ class Guest:
         await self.http.close()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        yield chromium
-        await chromium.close()
-
-
-async def shoot(page: Page, name: str) -> None:
+async def shoot_both(page: Page, name: str) -> None:
     """`docs/screenshots/<name>-desktop.png` and `-phone.png`, the whole page."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for size, viewport in SIZES.items():
         await page.set_viewport_size(viewport)
         await page.evaluate("window.scrollTo(0, 0)")  # sticky alerts where they belong
         await page.wait_for_timeout(300)  # layout and fonts settle
-        await page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{size}.png"), full_page=True)
     await page.set_viewport_size(SIZES["desktop"])
 
 
@@ -113,7 +100,7 @@ async def log_in(page: Page, server: Running) -> None:
     await page.get_by_label("Password").fill("not my password")
     await page.get_by_role("button", name="Log in").click()
     await expect(page.get_by_role("alert")).to_contain_text("do not match")
-    await shoot(page, "login")
+    await shoot_both(page, "login")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(server.url + "/dashboard")
@@ -184,7 +171,7 @@ async def test_a_clinicians_visit_from_the_dashboard(server: Running, browser: B
                      ).to_be_visible()
         await expect(page.locator("#waiting-alerts")).to_have_attribute("data-chimes", "1")
         await expect(page).to_have_title(re.compile(r"^\(1 waiting\) Dashboard"))
-        await shoot(page, "dashboard")
+        await shoot_both(page, "dashboard")
 
         await page.get_by_role("button", name="Admit Alex Morgan").click()
         assert (await guest.next("admitted"))["participants"] == []
@@ -215,7 +202,7 @@ async def test_a_clinicians_visit_from_the_dashboard(server: Running, browser: B
     await expect(timeline).to_contain_text(
         "Alex Morgan (Patient) was admitted by Dana Rivera (Clinician)")
     await expect(timeline).to_contain_text("The visit was ended")
-    await shoot(page, "summary")
+    await shoot_both(page, "summary")
     assert errors == []
 
 
@@ -237,7 +224,7 @@ async def test_the_clinicians_call_page(server: Running, browser: Browser) -> No
     await expect(refused.get_by_text("Your browser was not allowed to use the camera")
                  ).to_be_visible()
     await expect(refused.get_by_role("button", name="Join with audio only")).to_be_visible()
-    await shoot(refused, "clinician-call-devices")
+    await shoot_both(refused, "clinician-call-devices")
     await refused.close()
 
     # With (fake) devices: straight into the call; a patient waits and is let in from here.
@@ -249,7 +236,7 @@ async def test_the_clinicians_call_page(server: Running, browser: Browser) -> No
             timeout=15000)
         admit = page.get_by_role("button", name=re.compile(r"^Admit"))
         await expect(admit).to_be_visible()
-        await shoot(page, "clinician-call")
+        await shoot_both(page, "clinician-call")
         await admit.click()
         await guest.next("admitted")
         await page.get_by_role("button", name="End visit for everyone").click()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
-from telehealth.media.hostaddr import use_host_addresses
 from telehealth.media.participant import (
     JoinRefused,
     Participant,
@@ -21,12 +19,6 @@ from tcpcut import TcpCutter
 pytestmark = pytest.mark.e2e
 DOB = "1990-04-27"
 
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses([])
 
 
 async def until(check: object, timeout: float = 20.0) -> None:

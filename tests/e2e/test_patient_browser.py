@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,7 +10,6 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from telehealth.config import Settings
-from telehealth.media.hostaddr import use_host_addresses
 from telehealth.media.participant import Participant, ParticipantOptions
 
 from browser import frames_decoded, launch, person, shoot
@@ -26,17 +24,6 @@ def settings(settings: Settings) -> Settings:
                    practice_name="Riverside Counseling")
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses([])
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async for b in launch():
-        yield b
 
 
 async def identity(page: Page, month: str = "April", day: str = "27", year: str = "1990") -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from telehealth.config import Settings
-from telehealth.media.hostaddr import use_host_addresses
 
-from browser import frames_decoded, launch, person, shoot
+from browser import frames_decoded, person, shoot
 from conftest import Running
 from tcpcut import TcpCutter
 
@@ -42,17 +40,6 @@ def settings(settings: Settings) -> Settings:
     return replace(settings, ice_host_addresses=("127.0.0.1",), reconnect_grace_s=30.0)
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses([])
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async for b in launch():
-        yield b
 
 
 def where(page: Page) -> str:
