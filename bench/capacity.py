@@ -1,6 +1,6 @@
 """Capacity benchmark: idle connected participants one server process holds.
 
-    .venv/bin/python -m bench.capacity [--n 10000] [--hold 22] [--http-joins 60]
+    .venv/bin/python -m bench.capacity [--n 10000] [--hold 21] [--http-joins 60]
                                        [--tracemalloc]
 
 Memory per connection = (RSS of the server process with N participants connected
@@ -49,6 +49,7 @@ from bench.common import (
     client_session,
     close_all,
     connect,
+    exit_on_sigterm,
     hello,
     join,
     machine,
@@ -74,11 +75,13 @@ class Outcome:
     rss_connected_kib: int = 0
     rss_held_kib: int = 0
     connect_s: float = 0.0
+    connect_cpu: float = 0.0  # server CPU while connecting, share of one core
     sockets_connected: int = 0  # as the server counts them, after connecting
     sockets_held: int = 0  # after the hold
     rooms: int = 0
     failures: list[str] = field(default_factory=list)
     tracemalloc: str = ""
+    profile: str = ""
 
     @property
     def per_conn_kib(self) -> float:
@@ -151,7 +154,9 @@ async def run_variant(
             outcome.rss_before_kib = await read_rss(server)
             if args.tracemalloc:
                 await server.acall("tm_snapshot", within_s=300.0)
-            start = time.perf_counter()
+            if args.profile and name == "full":
+                await server.acall("profile_start")
+            start, cpu0 = time.perf_counter(), server.cpu_seconds()
             jobs = [
                 (lambda g=g, i=i: fill(http, server.ws_url, g, i % 2 == 0, peers))
                 for i, g in enumerate(rest)
@@ -159,6 +164,9 @@ async def run_variant(
             _, failed = await bounded_gather(jobs, concurrency=args.concurrency,
                                              within_s=args.connect_timeout)
             outcome.connect_s = time.perf_counter() - start
+            outcome.connect_cpu = (server.cpu_seconds() - cpu0) / outcome.connect_s
+            if args.profile and name == "full":
+                outcome.profile = await server.acall("profile_stop", "tottime", 40)
             outcome.failures = [repr(f)[:200] for f in failed]
             await asyncio.sleep(args.settle)
             outcome.rss_connected_kib = await read_rss(server)
@@ -168,7 +176,7 @@ async def run_variant(
             outcome.sockets_held, outcome.rooms = stats["sockets"], stats["rooms"]
             outcome.rss_held_kib = await read_rss(server)
             if args.tracemalloc:
-                outcome.tracemalloc = await server.acall("tm_diff", 25, within_s=600.0)
+                outcome.tracemalloc = await server.acall("tm_diff", 25, within_s=300.0)
         finally:
             await close_all(peers)
     return outcome
@@ -184,15 +192,15 @@ async def main_async(args: argparse.Namespace) -> int:
         groups = await seed(settings, [ROOM, *sizes], bulk=True, mint=True)
         seed_s = time.perf_counter() - t0
 
-        server = start_server("idle", bench_settings(data_dir / "bare"),
-                              pin=not args.no_pin)
+        server = start_server("idle", bench_settings(data_dir / "bare"), pin=not args.no_pin,
+                              tracemalloc_frames=6 if args.tracemalloc else 0)
         try:
             results.append(await run_variant("bare", server, groups, args))
         finally:
             server.stop()
 
         server = start_server("full", settings, pin=not args.no_pin,
-                              tracemalloc_frames=10 if args.tracemalloc else 0)
+                              tracemalloc_frames=6 if args.tracemalloc else 0)
         try:
             # The warm-up visit and the first seats get real tickets from the join API.
             async with client_session() as http:
@@ -227,7 +235,8 @@ def report(bare: Outcome, full: Outcome, args: argparse.Namespace, load: str, se
             f"  -> {o.per_conn_kib:6.1f} KiB per connection "
             f"({o.per_conn_connected_kib:.1f} right after connecting)")
         lines.append(
-            f"        connected in {o.connect_s:5.1f} s ({o.n / max(o.connect_s, 1e-9):,.0f}/s), "
+            f"        connected in {o.connect_s:5.1f} s ({o.n / max(o.connect_s, 1e-9):,.0f}/s, "
+            f"server CPU {o.connect_cpu:.0%}), "
             f"server holds {o.sockets_connected} sockets, {o.sockets_held} after the hold "
             f"(+6 warm-up), rooms {o.rooms}, failed visits {len(o.failures)}"
             + (f": {o.failures[:2]}" if o.failures else ""))
@@ -237,10 +246,14 @@ def report(bare: Outcome, full: Outcome, args: argparse.Namespace, load: str, se
                  f"{verdict(ratio <= TARGET_RATIO and complete and args.n >= TARGET_N)}"
                  + ("" if args.n >= TARGET_N else f" (only {args.n} participants)")
                  + ("" if complete else " (not all participants held)"))
-    if full.tracemalloc:
-        lines.append("\ntracemalloc, full server, what grew while the participants connected "
-                     "(RSS figures above include tracemalloc's own overhead):")
-        lines.append(full.tracemalloc)
+    if full.profile:
+        lines.append("\ncProfile of the full server while the participants connected "
+                     "(event-loop thread only; by own time):")
+        lines.append(full.profile)
+    for o in (bare, full) if full.tracemalloc else ():
+        lines.append(f"\ntracemalloc, {o.name} server, what grew while the participants "
+                     "connected (RSS figures above include tracemalloc's own overhead):")
+        lines.append(o.tracemalloc)
     return "\n".join(lines)
 
 
@@ -248,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=TARGET_N, help="participants to connect")
-    parser.add_argument("--hold", type=float, default=22.0,
+    parser.add_argument("--hold", type=float, default=21.0,
                         help="seconds to hold them after connecting (> heartbeat)")
     parser.add_argument("--settle", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=16, help="visits connecting at once")
@@ -257,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="tickets from POST /api/v1/join (the rest are minted)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="trace the full server's allocations (slow; use a small --n)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the full server while the participants connect")
+    parser.add_argument("--deadline", type=float, default=900.0,
+                        help="give up after this many seconds in all")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the client to CPU 0 and the servers to CPU 1")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if not (1 <= args.n <= 14_000 and 0 <= args.hold <= 120 and 0 <= args.settle <= 30
             and 1 <= args.concurrency <= 200 and 1 <= args.connect_timeout <= 600):
         parser.error("out of range: n 1..14000, hold 0..120, settle 0..30, concurrency 1..200")
@@ -269,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = raise_nofile_limit()
     if limit < args.n + 200:
         parser.error(f"RLIMIT_NOFILE is {limit}; need {args.n + 200} for --n {args.n}")
-    return asyncio.run(main_async(args))
+    return asyncio.run(asyncio.wait_for(main_async(args), args.deadline))
 
 
 if __name__ == "__main__":

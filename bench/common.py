@@ -27,6 +27,7 @@ import pstats
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -73,6 +74,15 @@ def raise_nofile_limit(want: int = 65536) -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: servers stop, temp dirs go."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def pin_cpu(cpu: int) -> bool:
@@ -529,7 +539,10 @@ def start_server(
     if not parent_end.poll(timeout):
         proc.terminate()
         raise TimeoutError(f"the {kind} server did not start within {timeout}s")
-    ready = parent_end.recv()
+    try:
+        ready = parent_end.recv()
+    except EOFError:
+        ready = {"error": f"exited with code {proc.exitcode}"}
     if "error" in ready:
         proc.join(10.0)
         raise RuntimeError(f"the {kind} server did not start: {ready['error']}")
@@ -542,19 +555,17 @@ def _server_main(
     if pin:
         pin_cpu(SERVER_CPU)
     raise_nofile_limit()
-    if tracemalloc_frames:
-        tracemalloc.start(tracemalloc_frames)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="server %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(_serve(kind, settings, pipe))
+        asyncio.run(_serve(kind, settings, pipe, tracemalloc_frames))
     except Exception as exc:
         with contextlib.suppress(Exception):
             pipe.send({"error": repr(exc)})
         raise
 
 
-async def _serve(kind: str, settings: Settings, pipe: Pipe) -> None:
+async def _serve(kind: str, settings: Settings, pipe: Pipe, tracemalloc_frames: int) -> None:
     from telehealth.app import HUB, build_app
     from web.security import RedactingAccessLogger
 
@@ -572,6 +583,8 @@ async def _serve(kind: str, settings: Settings, pipe: Pipe) -> None:
     await runner.setup()
     site = web.TCPSite(runner, HOST, settings.port, backlog=1024)
     await site.start()
+    if tracemalloc_frames:  # after the imports: tracing those would take minutes
+        tracemalloc.start(tracemalloc_frames)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     profiler: list[cProfile.Profile] = []
@@ -664,7 +677,8 @@ def _tracemalloc_report(before: tracemalloc.Snapshot, after: tracemalloc.Snapsho
 
 
 def _short(path: str) -> str:
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+    for marker in ("/site-packages/", str(Path(__file__).parent.parent) + "/",
+                   os.path.dirname(os.__file__) + "/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

@@ -1,7 +1,8 @@
 """Signaling relay benchmark: the full service against a bare aiohttp relay.
 
-    .venv/bin/python -m bench.signaling [--messages 20000] [--window 100]
-                                        [--rate 2000] [--seconds 5] [--repeats 3] [--profile]
+    .venv/bin/python -m bench.signaling [--messages 20000] [--window 100] [--repeats 5]
+                                        [--rate 2000] [--seconds 0.5] [--chunks 12]
+                                        [--profile] [--no-pin]
 
 Two sockets, A sends `ice` frames to B, a monotonic timestamp in the candidate string.
 
@@ -10,13 +11,17 @@ Two sockets, A sends `ice` frames to B, a monotonic timestamp in the candidate s
   hello, the clinician admits the patient; then the clinician sends `ice` to the patient.
   The per-connection rate limit is raised (rate_burst 10**9, rate_per_s 1e9) so that
   this measures relaying, not the limiter.
-* bare: an aiohttp server in a child process that sends whatever arrives on socket A
-  on socket B. No auth, no parsing.
+* bare: an aiohttp server in another child process that sends whatever arrives on
+  socket A on socket B. No auth, no parsing.
 
-Both are driven by the same client code from this process (pinned to CPU 0; the
-server child to CPU 1). Throughput: `--messages` frames pipelined with at most
-`--window` in flight. Latency: `--rate` frames a second for `--seconds`, send to
-receive. Targets: full >= 0.5x the bare throughput, full p99 <= 2x the bare p99.
+Both servers run at once and are driven by the same client code from this process
+(pinned to CPU 0; the servers to CPU 1); the runs alternate between them so that
+another tenant's burst of load hits both alike. Throughput: `--messages` frames
+pipelined with at most `--window` in flight, `--repeats` runs each, median.
+Latency: `--rate` frames a second, `--chunks` runs of `--seconds` each, send to
+receive; p99 over all frames and the median of the runs' p99s (robust to a burst
+that hits one run). Targets: full >= 0.5x the bare throughput, full p99 <= 2x the
+bare p99. Nothing is asserted: the figures are printed with PASS or MISS.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from bench.common import (
     bench_settings,
     client_session,
     connect,
+    exit_on_sigterm,
     hello,
     join,
     machine,
@@ -96,6 +102,7 @@ class Result:
     throughput: list[float] = field(default_factory=list)  # msgs/s per repeat
     server_cpu: list[float] = field(default_factory=list)  # share of one core, per repeat
     client_cpu: list[float] = field(default_factory=list)
+    server_us_per_msg: list[float] = field(default_factory=list)  # server CPU per frame
     latencies_ms: list[float] = field(default_factory=list)
     chunk_p99s: list[float] = field(default_factory=list)
     lost: int = 0
@@ -220,19 +227,23 @@ class Variant:
     pair: Pair | None = None
     peers: list[Peer] = field(default_factory=list)
 
+    @property
+    def link(self) -> Pair:
+        assert self.pair is not None, "set up first"
+        return self.pair
+
 
 async def measure_throughput(v: Variant, args: argparse.Namespace) -> None:
-    assert v.pair is not None
     cpu0, own0, wall0 = v.server.cpu_seconds(), time.process_time(), time.perf_counter()
-    v.result.throughput.append(await throughput(v.pair, args.messages, args.window, 120.0))
+    v.result.throughput.append(await throughput(v.link, args.messages, args.window, 120.0))
     wall = time.perf_counter() - wall0
     v.result.server_cpu.append((v.server.cpu_seconds() - cpu0) / wall)
     v.result.client_cpu.append((time.process_time() - own0) / wall)
+    v.result.server_us_per_msg.append((v.server.cpu_seconds() - cpu0) / args.messages * 1e6)
 
 
 async def measure_latency(v: Variant, args: argparse.Namespace) -> None:
-    assert v.pair is not None
-    lat, lost = await latency(v.pair, args.rate, args.seconds, args.seconds + 30.0)
+    lat, lost = await latency(v.link, args.rate, args.seconds, args.seconds + 30.0)
     v.result.latencies_ms += lat
     if lat:
         v.result.chunk_p99s.append(percentile(lat, 99))
@@ -257,11 +268,11 @@ async def run(args: argparse.Namespace) -> tuple[Result, Result]:
                 bare.pair, bare.peers = await asyncio.wait_for(bare_pair(bare.server, http), 60)
                 full.pair, full.peers = await asyncio.wait_for(full_pair(full.server, http), 60)
                 for v in (bare, full):  # warm up
-                    await throughput(v.pair, min(2000, args.messages), args.window, 60.0)
-                    await latency(v.pair, args.rate, 0.5, 30.0)
+                    await throughput(v.link, min(2000, args.messages), args.window, 60.0)
+                    await latency(v.link, args.rate, 0.5, 30.0)
                 if args.profile:  # an extra run of the full server; it does not count
                     await full.server.acall("profile_start")
-                    await throughput(full.pair, args.messages, args.window, 120.0)
+                    await throughput(full.link, args.messages, args.window, 120.0)
                     full.result.profile = await full.server.acall("profile_stop", "tottime", 30)
                 for i in range(args.repeats):
                     for v in ((bare, full) if i % 2 == 0 else (full, bare)):
@@ -271,7 +282,7 @@ async def run(args: argparse.Namespace) -> tuple[Result, Result]:
                         await measure_latency(v, args)
                 for v in (bare, full):
                     v.result.errors = (sum(len(p.errors) for p in v.peers)
-                                       + len(v.pair.others))
+                                       + len(v.link.others))
                     for peer in v.peers:
                         await peer.close()
         finally:
@@ -284,6 +295,7 @@ def report(bare: Result, full: Result, args: argparse.Namespace) -> str:
     tput_ratio = full.msgs_per_s / bare.msgs_per_s
     p99_ratio = full.p(99) / bare.p(99)
     p50_ratio = full.p(50) / bare.p(50)
+    run_p99_ratio = statistics.median(full.chunk_p99s) / statistics.median(bare.chunk_p99s)
     lines = [
         f"signaling benchmark, {datetime.now().date()}, {machine()}, {args.load}",
         f"throughput: {args.messages} ice frames A->B, window {args.window}, "
@@ -293,8 +305,9 @@ def report(bare: Result, full: Result, args: argparse.Namespace) -> str:
         runs = ", ".join(f"{t:,.0f}" for t in r.throughput)
         lines.append(
             f"  {r.name:<11} {r.msgs_per_s:>9,.0f} msgs/s   (runs {runs}; server CPU "
-            f"{statistics.median(r.server_cpu):.0%}, client CPU "
-            f"{statistics.median(r.client_cpu):.0%} of a core)")
+            f"{statistics.median(r.server_cpu):.0%} of a core, "
+            f"{statistics.median(r.server_us_per_msg):.0f} us a frame; client CPU "
+            f"{statistics.median(r.client_cpu):.0%})")
     lines.append(f"  ratio full/bare {tput_ratio:.2f}x   target >= {THROUGHPUT_TARGET}x   "
                  f"{verdict(tput_ratio >= THROUGHPUT_TARGET)}")
     lines.append(f"latency: {args.rate:.0f} msgs/s, {args.chunks} runs x {args.seconds:g} s "
@@ -305,8 +318,10 @@ def report(bare: Result, full: Result, args: argparse.Namespace) -> str:
             f"p99.9 {r.p(99.9):6.3f} ms   max {max(r.latencies_ms):6.3f} ms   "
             f"(median p99 of a run {statistics.median(r.chunk_p99s):6.3f} ms)   "
             f"lost {r.lost}, error/other frames {r.errors}")
-    lines.append(f"  ratio full/bare p50 {p50_ratio:.2f}x, p99 {p99_ratio:.2f}x   "
-                 f"target p99 <= {P99_TARGET}x   {verdict(p99_ratio <= P99_TARGET)}")
+    lines.append(f"  ratio full/bare p50 {p50_ratio:.2f}x, p99 {p99_ratio:.2f}x (all frames), "
+                 f"median run p99 {run_p99_ratio:.2f}x   target p99 <= {P99_TARGET}x   "
+                 f"{verdict(run_p99_ratio <= P99_TARGET)} (median run p99; all frames: "
+                 f"{verdict(p99_ratio <= P99_TARGET)})")
     return "\n".join(lines)
 
 
@@ -326,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2000.0)
-    parser.add_argument("--seconds", type=float, default=0.75,
+    parser.add_argument("--seconds", type=float, default=0.5,
                         help="length of one latency run (there are --chunks of them)")
-    parser.add_argument("--chunks", type=int, default=8,
+    parser.add_argument("--chunks", type=int, default=12,
                         help="latency runs per variant, alternating between the variants")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the client to CPU 0 and the servers to CPU 1")
@@ -337,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the full server during one extra throughput run")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if not (1 <= args.messages <= 1_000_000 and 1 <= args.window <= 1000
             and 1 <= args.repeats <= 20 and 1 <= args.chunks <= 40
             and 0 < args.rate <= 50_000 and 0 < args.seconds <= 60):
@@ -344,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                      "chunks 1..40, rate 0..50000, seconds 0..60")
     if not args.no_pin:
         pin_cpu(CLIENT_CPU)
-    return asyncio.run(main_async(args))
+    return asyncio.run(asyncio.wait_for(main_async(args), 600.0))
 
 
 if __name__ == "__main__":

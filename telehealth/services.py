@@ -118,8 +118,8 @@ class Services:
         now = self.clock()
         if not await self.store.set_visit_status(visit.id, reason, now=now, only_from=allowed):
             raise VisitError("bad_state", f"The visit can no longer be {reason}.")
-        await self.store.add_events([VisitEvent(visit_id=visit.id, participant_id=None,
-                                                kind=reason, at=now, detail={})])
+        await self._write_events([VisitEvent(visit_id=visit.id, participant_id=None,
+                                             kind=reason, at=now, detail={})])
         if self.hub is not None:
             await self.hub.end_visit(visit.id, reason, None)
 
@@ -153,8 +153,15 @@ class Services:
     async def record(self, visit: Visit, person: Participant, kind: str,
                      detail: dict[str, Any] | None = None) -> None:
         """One timeline event now (for what happens outside the signaling room)."""
-        await self.store.add_events([VisitEvent(visit_id=visit.id, participant_id=person.id,
-                                                kind=kind, at=self.clock(), detail=detail or {})])
+        await self._write_events([VisitEvent(visit_id=visit.id, participant_id=person.id,
+                                             kind=kind, at=self.clock(), detail=detail or {})])
+
+    async def _write_events(self, events: list[VisitEvent]) -> None:
+        """Timeline rows: batched by the running hub (no wait on disk), else written now."""
+        if self.hub is not None:
+            self.hub.record(events)
+        else:
+            await self.store.add_events(events)
 
     async def consent_on_file(self, visit: Visit) -> bool:
         """Whether the patient has a signed telehealth consent (none can be signed yet)."""
@@ -188,7 +195,7 @@ class Services:
                                                     locked_until=None)
             events.append(_event(visit, person, "identity_verified", now))
         finally:
-            await self.store.add_events(events)
+            await self._write_events(events)
         return await self._grant(claims, visit, person, clinician, now)
 
     async def own_participant(self, visit: Visit, clinician: Clinician) -> Participant:

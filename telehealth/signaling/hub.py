@@ -124,6 +124,11 @@ class Hub:
                     await task
         await self.flush_events()
 
+    def record(self, events: Sequence[VisitEvent]) -> None:
+        """Queue timeline events for the batched writer (the caller does not wait on disk)."""
+        self._events.extend(events)
+        self._events_ready.set()
+
     async def flush_events(self) -> None:
         async with self._flushing:
             batch, self._events = self._events, []
@@ -165,7 +170,8 @@ class Hub:
     async def _apply(self, visit_id: str, effects: Sequence[Effect]) -> None:
         # Storage first: whoever is told the visit is over (and closed) must find it
         # over when they come straight back with a link or ticket.
-        effects = sorted(effects, key=lambda e: not isinstance(e, VisitOver))
+        if any(isinstance(e, VisitOver) for e in effects):
+            effects = sorted(effects, key=lambda e: not isinstance(e, VisitOver))
         for effect in effects:
             if isinstance(effect, Send):
                 conn = self.conns.get(effect.conn)

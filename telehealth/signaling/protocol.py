@@ -190,9 +190,12 @@ def _check_fields(
     obj: dict[str, Any], fields: dict[str, Field], ref: str, *, top: bool = True
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name in obj:
-        if name not in fields and not (top and name == "type"):
-            raise ProtocolError("unknown_field", f"'{ref}' has no field '{name}'", ref)
+    unknown = obj.keys() - fields.keys()
+    if top:
+        unknown.discard("type")
+    if unknown:
+        name = min(unknown)
+        raise ProtocolError("unknown_field", f"'{ref}' has no field '{name}'", ref)
     for name, spec in fields.items():
         if name not in obj:
             if spec.required:
@@ -258,12 +261,11 @@ def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
     return frame
 
 
+# One encoder, built once (json.dumps with arguments builds one per call). ASCII out: a
+# lone surrogate that came in as a JSON \udXXX escape has no UTF-8 form and would kill
+# the socket writer; escaped it travels as it came, and clients decode it as before.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(message: dict[str, Any]) -> str:
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (it came in as a JSON \udXXX escape) has no UTF-8 form and
-        # would kill the socket writer: send it escaped, as it came.
-        text = json.dumps(message, separators=(",", ":"))
-    return text
+    return _ENCODER.encode(message)
