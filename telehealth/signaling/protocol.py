@@ -130,6 +130,17 @@ class Chat(ClientMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class LobbyChat(ClientMessage):
+    """Chat between a waiting guest and the care team, apart from the room's chat."""
+
+    TYPE = "lobby_chat"
+    FIELDS = {"text": Field(str, max_chars=MAX_CHAT_CHARS),
+              "to": Field(str, required=False, max_chars=MAX_ID_CHARS)}
+    text: str
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MediaState(ClientMessage):
     TYPE = "media_state"
     FIELDS = {"audio": Field(bool), "video": Field(bool), "screen": Field(bool, required=False)}
@@ -173,8 +184,8 @@ class Ping(ClientMessage):
 
 MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls
-    for cls in (Hello, Admit, Deny, Offer, Answer, Ice, Chat, MediaState, MediaConnected,
-                Leave, End, Ping)
+    for cls in (Hello, Admit, Deny, Offer, Answer, Ice, Chat, LobbyChat, MediaState,
+                MediaConnected, Leave, End, Ping)
 }
 
 _CANDIDATE_FIELDS: dict[str, Field] = {

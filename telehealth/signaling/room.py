@@ -304,6 +304,8 @@ class Room:
                 frame = {"type": "chat", "from": member.id, "name": member.name,
                          "text": text, "at": now.isoformat()}
                 return [Send(c, frame) for c in self._present()]
+            case p.LobbyChat(text=text, to=to):
+                return self._lobby_chat(member, conn, text, to, now)
             case p.MediaState(audio=audio, video=video, screen=screen):
                 member.audio, member.video = audio, video
                 if screen is not None:
@@ -336,6 +338,34 @@ class Room:
             case p.End():
                 return self.end("ended", member, now)
         raise AssertionError(f"unhandled message {msg.TYPE}")  # pragma: no cover
+
+    def _lobby_chat(
+        self, member: Member, conn: int, text: str, to: str | None, now: datetime
+    ) -> list[Effect]:
+        """A waiting guest and the care team talk; the room hears none of it."""
+        care_team = [m.conn for m in self._admitted() if m.care_team and m.conn is not None]
+        if member.care_team:
+            guest = self.members.get(to) if to else None
+            if guest is None or guest.state is not MemberState.WAITING or guest.conn is None:
+                return [Send(conn, p.error("not_waiting", "that participant is not waiting",
+                                           "lobby_chat"))]
+            receivers = [guest.conn, *care_team]
+        elif member.state is MemberState.WAITING:
+            if to is not None:
+                return [Send(conn, p.error("invalid_field", "a guest's lobby chat goes to the "
+                                           "care team; leave 'to' out", "lobby_chat"))]
+            if not care_team:
+                return [Send(conn, p.error("no_care_team", "no one from the care team is "
+                                           "connected yet; the message was not sent",
+                                           "lobby_chat"))]
+            guest = member
+            receivers = [conn, *care_team]
+        else:
+            return [Send(conn, p.error("not_allowed", "lobby chat is for the waiting room; "
+                                       "use chat", "lobby_chat"))]
+        frame = {"type": "lobby_chat", "from": member.id, "name": member.name, "text": text,
+                 "at": now.isoformat(), "with": guest.id}
+        return [Send(c, frame) for c in dict.fromkeys(receivers)]
 
     def _relay(self, member: Member, conn: int, to: str, frame: dict[str, Any]) -> list[Effect]:
         target = self.members.get(to)

@@ -178,3 +178,44 @@ async def test_camera_problems_show_help_and_audio_only(server: Running, problem
             await expect(page.get_by_role("button", name="Continue with audio only")
                          ).to_be_visible()
         await shoot(page, f"precall-{problem}-phone")
+
+
+async def test_waiting_patient_and_clinician_exchange_notes(
+    server: Running, browser: Browser
+) -> None:
+    clinician, _ = await server.clinician()
+    created = await server.visit(clinician)
+    page = await (await person(browser, phone=True)).new_page()
+    await page.goto(created.link_for_role("patient"))
+    await identity(page)
+    await page.get_by_role("button", name="Continue", exact=True).click()
+    await page.get_by_label("State").select_option("NY")
+    await page.get_by_label("No, somewhere else").check()
+    await page.get_by_role("button", name="Continue").click()
+    await expect(page.get_by_role("heading", name="Your clinician will let you in shortly")
+                 ).to_be_visible()
+
+    # Nobody from the care team is connected yet: the patient is told, nothing is lost silently.
+    await page.get_by_label("Message your clinician").fill("I'm here")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.get_by_text("isn't connected yet")).to_be_visible()
+
+    status, grant = await server.post("/api/v1/join", {
+        "token": created.link_for_role("clinician").rsplit("/v/", 1)[1]})
+    assert status == 200
+    async with server.http.ws_connect(server.url + "/ws") as ws:
+        await ws.send_json({"type": "hello", "v": 1, "ticket": grant["ticket"]})
+        patient_id = next(p.id for p in created.participants if p.role == "patient")
+        await page.get_by_label("Message your clinician").fill("Running 2 minutes late, sorry")
+        await page.get_by_role("button", name="Send").click()
+        while True:
+            frame = await ws.receive_json(timeout=10)
+            if frame["type"] == "lobby_chat":
+                break
+        assert frame["text"] == "Running 2 minutes late, sorry"
+        assert frame["with"] == patient_id
+        await ws.send_json({"type": "lobby_chat", "to": patient_id, "text": "No problem!"})
+        log = page.get_by_role("log", name="Messages with your clinician")
+        await expect(log).to_contain_text("No problem!")
+        await expect(log).to_contain_text("Running 2 minutes late")
+        await shoot(page, "patient-waiting-chat-phone")

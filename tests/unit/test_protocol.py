@@ -51,6 +51,8 @@ CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host
         (raw("ice", to="p1", candidate=CANDIDATE), p.Ice(to="p1", candidate=CANDIDATE)),
         (raw("ice", to="p1", candidate=None), p.Ice(to="p1", candidate=None)),
         (raw("chat", text="Hello, doctor"), p.Chat(text="Hello, doctor")),
+        (raw("lobby_chat", text="Running late"), p.LobbyChat(text="Running late")),
+        (raw("lobby_chat", text="Coming", to="p1"), p.LobbyChat(text="Coming", to="p1")),
         (raw("media_state", audio=False, video=True),
          p.MediaState(audio=False, video=True, screen=None)),
         (raw("media_state", audio=True, video=False, screen=True),
@@ -72,7 +74,7 @@ def test_parses_every_message_type(frame: str, expected: p.ClientMessage) -> Non
 
 def test_every_registered_type_is_covered_above() -> None:
     assert set(p.MESSAGES) == {
-        "hello", "admit", "deny", "offer", "answer", "ice", "chat",
+        "hello", "admit", "deny", "offer", "answer", "ice", "chat", "lobby_chat",
         "media_state", "media_connected", "leave", "end", "ping",
     }
 

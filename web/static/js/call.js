@@ -187,6 +187,15 @@ export class Call extends EventTarget {
     return this.signaling.send({ type: "chat", text: body });
   }
 
+  /** Waiting-room chat: a waiting guest to the care team, or the care team to guest `to`. */
+  sendLobbyChat(text, to = null) {
+    const body = String(text ?? "").trim();
+    if (!body || body.length > MAX_CHAT_CHARS) return false;
+    const frame = { type: "lobby_chat", text: body };
+    if (to) frame.to = to;
+    return this.signaling.send(frame);
+  }
+
   leave() {
     if (this._over) return;
     this.signaling.send({ type: "leave" });
@@ -219,6 +228,9 @@ export class Call extends EventTarget {
     on("ice", (f) => this._onRemoteIce(f.from, f.candidate ?? null));
     on("chat", (f) => this._emit("chat", {
       from: f.from, name: f.name, text: f.text, at: f.at, mine: f.from === this.self.id,
+    }));
+    on("lobby_chat", (f) => this._emit("lobby_chat", {
+      from: f.from, name: f.name, text: f.text, at: f.at, with: f.with, mine: f.from === this.self.id,
     }));
     on("media_state", (f) => this._updateParticipant(f.participant_id, {
       audio: Boolean(f.audio), video: Boolean(f.video), screen: Boolean(f.screen),

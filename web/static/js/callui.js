@@ -248,6 +248,7 @@ class CallView {
     on("local_media", this.renderLocal);
     on("waiting_room", this.renderWaiting);
     on("chat", this.addChat);
+    on("lobby_chat", this.addLobbyChat);
     on("quality", this.renderQuality);
     on("stats", this.renderStats);
     on("connection", (d) => { this.signalingState = d.state; this.renderBanner(); });
@@ -502,16 +503,35 @@ class CallView {
         h("button", { type: "button", class: "small secondary", text: "Cancel", onclick: () => fill() }));
       el.querySelector("button.secondary").focus();
     };
+    // Messages with this waiting guest (lobby chat) and a one-line reply box.
+    const log = h("ul", { class: "lobby-log", role: "log", "aria-live": "polite", "aria-label": `Messages with ${who}` });
+    const input = h("input", { type: "text", maxlength: "2000", "aria-label": `Message to ${who}`, placeholder: "Write a short note…" });
+    const reply = h("form", { class: "lobby-form" }, input,
+      h("button", { type: "submit", class: "small secondary", text: "Send", "aria-label": `Send to ${who}` }));
+    reply.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (this.call.sendLobbyChat(input.value, w.id)) input.value = "";
+    });
+    el.lobbyLog = log;
     const fill = () => {
       el.replaceChildren(
         h("span", {}, h("span", { class: "who", text: who }), ` (${roleWords(w.role)}) is waiting`),
         h("button", { type: "button", class: "small", text: "Admit", "aria-label": `Admit ${who}`,
           onclick: () => this.call.admit(w.id) }),
         h("button", { type: "button", class: "small secondary", text: "Deny", "aria-label": `Deny ${who}`,
-          onclick: ask }));
+          onclick: ask }),
+        log, reply);
     };
     fill();
     return el;
+  }
+
+  addLobbyChat(message) {
+    const item = [...this.waitingHost.children].find((el) => el.dataset.waitingId === message.with);
+    if (!item || !item.lobbyLog) return;
+    item.lobbyLog.append(h("li", {}, h("span", { class: "who", text: message.mine ? "You" : message.name }),
+      h("span", { text: message.text })));
+    if (!message.mine) this.chime();
   }
 
   audio() {

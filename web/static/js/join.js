@@ -166,8 +166,36 @@ function enter(grant, media) {
     if (FINAL[code]) ended(FINAL[code], event.detail.message);
   });
   $("waiting-leave").addEventListener("click", () => { call.leave(); ended("You left the waiting room", "You can open your link again to come back."); });
+  lobbyChat(call);
   call.start();
   show("waiting");
+}
+
+// ---- waiting-room chat with the care team ------------------------------------------
+
+function lobbyChat(call) {
+  const log = $("lobby-log");
+  const status = $("lobby-status");
+  call.addEventListener("lobby_chat", (event) => {
+    const m = event.detail;
+    const item = document.createElement("li");
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = m.mine ? "You" : m.name;
+    item.append(who, document.createTextNode(m.text));
+    log.append(item);
+    status.textContent = m.mine ? "Sent." : "";
+  });
+  call.addEventListener("error", (event) => {
+    if (event.detail && event.detail.code === "no_care_team") {
+      status.textContent = "Your clinician isn't connected yet, so the message was not sent. Please try again in a moment.";
+    }
+  });
+  $("lobby-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("lobby-text");
+    if (call.sendLobbyChat(input.value)) input.value = "";
+  });
 }
 
 async function main() {

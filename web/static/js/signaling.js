@@ -19,8 +19,8 @@
 
 const PROTOCOL_VERSION = 1;
 // Close codes after which the same ticket cannot help: do not come back.
-const FINAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4409, 4410]);
-const KEEP_WHILE_DOWN = new Set(["chat", "media_state", "admit", "deny", "end", "leave"]);
+const FINAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4409, 4410, 4412]);
+const KEEP_WHILE_DOWN = new Set(["chat", "lobby_chat", "media_state", "admit", "deny", "end", "leave"]);
 const MAX_KEPT = 50;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5000;
