@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -222,8 +222,13 @@ class Store:
     # ---- timeline --------------------------------------------------------
 
     async def add_events(self, events: Iterable[VisitEvent]) -> None:
+        """Append timeline rows (one Core INSERT for the batch: no unit of work to flush)."""
+        rows = [{"visit_id": e.visit_id, "participant_id": e.participant_id, "kind": e.kind,
+                 "at": e.at, "detail": e.detail or {}} for e in events]
+        if not rows:
+            return
         async with self.session() as s:
-            s.add_all(list(events))
+            await s.execute(insert(VisitEvent), rows)
             await s.commit()
 
     async def timeline(self, visit_id: str) -> Sequence[VisitEvent]:

@@ -39,6 +39,7 @@ Clock = Callable[[], datetime]
 Gatekeeper = Callable[[str], Awaitable[tuple[Visit, Participant]]]
 _CLOSE = object()
 _MAX_QUEUED = 2000
+_EVENT_BATCH_S = 0.25
 
 
 class Connection:
@@ -142,6 +143,9 @@ class Hub:
     async def _write_events(self) -> None:
         while True:
             await self._events_ready.wait()
+            # Gather what a join or an admission brings along into one commit, and keep
+            # the write off the few milliseconds in which peers are setting up media.
+            await asyncio.sleep(_EVENT_BATCH_S)
             self._events_ready.clear()
             try:
                 await self.flush_events()
