@@ -46,6 +46,15 @@ ROLE_OU = {"clinician": "Clinician", "patient": "Patient",
            "legal_representative": "Legal representative"}
 
 
+CA_DIR = "consent-ca"
+"""The practice CA's folder inside the service's data directory."""
+
+
+def load_trust_root(cert_pem_path: Path) -> asn1_x509.Certificate:
+    """A trust root from a PEM file (the practice's `ca-cert.pem`, or another CA's)."""
+    return to_asn1(x509.load_pem_x509_certificate(Path(cert_pem_path).read_bytes()))
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -195,6 +195,30 @@ async def cmd_visit_add(args: argparse.Namespace, settings: Settings) -> int:
     return await _with_services(settings, work)
 
 
+async def cmd_consent_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Verify a signed PDF offline against the practice CA (or `--trust`); 0 when good."""
+    from consent.pki import CA_DIR, load_trust_root
+    from consent.verify import verify
+
+    root_file = Path(args.trust) if args.trust else settings.data_dir / CA_DIR / "ca-cert.pem"
+    if not root_file.exists():
+        raise CliError(f"no trust root at {root_file} (the practice CA is made on first "
+                       "signing; or give --trust CERT.pem)")
+    try:
+        pdf = Path(args.file).read_bytes()  # noqa: ASYNC240 (a CLI: nothing else runs)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    report = await verify(pdf, [load_trust_root(root_file)])
+    lines = [f"bottom line: {report.bottom_line}" + (f" ({report.reason})" if report.reason
+                                                      else "")]
+    if report.pades_level:
+        lines.append(f"PAdES level: {report.pades_level}")
+    for sig in report.to_dict()["signatures"]:
+        lines.append("  - " + ", ".join(f"{k}: {v}" for k, v in sig.items() if v is not None))
+    _out(args, report.to_dict(), "\n".join(lines))
+    return 0 if report.bottom_line == "good" else 1
+
+
 async def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
     from telehealth.media.join_cli import run_join
 
@@ -267,6 +291,14 @@ def parser() -> argparse.ArgumentParser:
     va.add_argument("--email", help="a co-clinician's account email")
     _common(va)
     va.set_defaults(run=cmd_visit_add)
+
+    consent = sub.add_parser("consent", help="signed consent documents").add_subparsers(
+        dest="action", required=True)
+    cv = consent.add_parser("verify", help="verify a signed PDF offline; exit 0 when good")
+    cv.add_argument("file")
+    cv.add_argument("--trust", help="a PEM trust root instead of the practice CA")
+    _common(cv)
+    cv.set_defaults(run=cmd_consent_verify)
 
     join = sub.add_parser("join", help="join a visit as a headless participant")
     from telehealth.media.join_cli import add_join_arguments
