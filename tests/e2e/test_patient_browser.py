@@ -188,6 +188,8 @@ async def test_waiting_patient_and_clinician_exchange_notes(
     page = await (await person(browser, phone=True)).new_page()
     await page.goto(created.link_for_role("patient"))
     await identity(page)
+    # The identity step's own Continue is still on screen (disabled) for a moment.
+    await expect(page.get_by_role("heading", name="Check your camera and sound")).to_be_visible()
     await page.get_by_role("button", name="Continue", exact=True).click()
     await page.get_by_label("State").select_option("NY")
     await page.get_by_label("No, somewhere else").check()
