@@ -173,7 +173,7 @@ async def cmd_visit_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_visit_finish(args: argparse.Namespace, settings: Settings) -> int:
     async def work(svc: Services) -> int:
         visit = _need(await svc.store.visit(args.visit_id), "no such visit")
-        await svc.finish_visit(visit, args.reason)
+        await svc.finish_visit(visit, args.reason, actor="cli")
         _out(args, {"visit_id": visit.id, "status": args.reason}, f"Visit {args.reason}.")
         return 0
 
@@ -217,6 +217,21 @@ async def cmd_consent_verify(args: argparse.Namespace, settings: Settings) -> in
         lines.append("  - " + ", ".join(f"{k}: {v}" for k, v in sig.items() if v is not None))
     _out(args, report.to_dict(), "\n".join(lines))
     return 0 if report.bottom_line == "good" else 1
+
+
+async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Check the audit log's hash chain; 0 when every entry is intact and in place."""
+    from telehealth.audit import verify_chain
+
+    async def work(svc: Services) -> int:
+        report = verify_chain(await svc.store.audit_entries())
+        text = (f"audit log intact: {report.entries} entries" if report.ok else
+                f"audit log BROKEN at entry {report.first_bad_seq}: {report.reason}")
+        _out(args, {"ok": report.ok, "entries": report.entries,
+                    "first_bad_seq": report.first_bad_seq, "reason": report.reason}, text)
+        return 0 if report.ok else 1
+
+    return await _with_services(settings, work)
 
 
 async def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,6 +314,12 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--trust", help="a PEM trust root instead of the practice CA")
     _common(cv)
     cv.set_defaults(run=cmd_consent_verify)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
+        dest="action", required=True)
+    av = audit.add_parser("verify", help="check the chain; exit 0 when intact")
+    _common(av)
+    av.set_defaults(run=cmd_audit_verify)
 
     join = sub.add_parser("join", help="join a visit as a headless participant")
     from telehealth.media.join_cli import add_join_arguments

@@ -78,6 +78,9 @@ class Services:
         now = self.clock()
         validate_request(req, now)
         visit, people = await self.store.create_visit(req, clinician=clinician, now=now)
+        await self.store.append_audit(at=now, actor=f"clinician:{clinician.id}",
+                                      action="visit.created", subject=f"visit:{visit.id}",
+                                      detail={"visit_type": visit.visit_type})
         return CreatedVisit(visit, people, {p.id: self.link_for(visit, p) for p in people})
 
     async def add_participant(
@@ -110,7 +113,7 @@ class Services:
         return any(p.clinician_id == clinician.id and p.removed_at is None
                    for p in await self.store.participants(visit.id))
 
-    async def finish_visit(self, visit: Visit, reason: str) -> None:
+    async def finish_visit(self, visit: Visit, reason: str, actor: str = "admin") -> None:
         """End (`ended`) or cancel (`cancelled`) a visit: links die, the room is told."""
         allowed = ("scheduled",) if reason == "cancelled" else ("scheduled", "in_progress")
         if visit.status not in allowed:
@@ -118,6 +121,8 @@ class Services:
         now = self.clock()
         if not await self.store.set_visit_status(visit.id, reason, now=now, only_from=allowed):
             raise VisitError("bad_state", f"The visit can no longer be {reason}.")
+        await self.store.append_audit(at=now, actor=actor, action=f"visit.{reason}",
+                                      subject=f"visit:{visit.id}")
         await self._write_events([VisitEvent(visit_id=visit.id, participant_id=None,
                                              kind=reason, at=now, detail={})])
         if self.hub is not None:

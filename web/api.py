@@ -246,7 +246,8 @@ async def add_participant(request: web.Request) -> web.Response:
 @require_clinician
 async def cancel_visit(request: web.Request) -> web.Response:
     visit = await managed_visit(request)
-    await services(request).finish_visit(visit, "cancelled")
+    await services(request).finish_visit(visit, "cancelled",
+                                         actor=f"clinician:{clinician(request).id}")
     return web.json_response({"ok": True, "status": "cancelled"})
 
 
@@ -254,7 +255,8 @@ async def cancel_visit(request: web.Request) -> web.Response:
 @require_clinician
 async def end_visit(request: web.Request) -> web.Response:
     visit = await managed_visit(request)
-    await services(request).finish_visit(visit, "ended")
+    await services(request).finish_visit(visit, "ended",
+                                         actor=f"clinician:{clinician(request).id}")
     return web.json_response({"ok": True, "status": "ended"})
 
 

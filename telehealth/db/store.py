@@ -7,11 +7,20 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from telehealth.db.tables import ApiToken, Clinician, Participant, Visit, VisitEvent, WebSession
+from telehealth.audit import GENESIS, Entry, entry_hash
+from telehealth.db.tables import (
+    ApiToken,
+    AuditEntry,
+    Clinician,
+    Participant,
+    Visit,
+    VisitEvent,
+    WebSession,
+)
 from telehealth.visits import VisitRequest
 
 
@@ -237,3 +246,38 @@ class Store:
                 select(VisitEvent).where(VisitEvent.visit_id == visit_id)
                 .order_by(VisitEvent.at, VisitEvent.id)
             )).scalars().all()
+
+    # ---- audit log -------------------------------------------------------
+
+    async def append_audit(
+        self, *, at: datetime, actor: str, action: str, subject: str,
+        detail: dict[str, Any] | None = None,
+    ) -> Entry:
+        """Append one entry to the hash chain; concurrent writers retry on the same seq."""
+        detail = detail or {}
+        for _ in range(20):
+            try:
+                async with self.session() as s, s.begin():
+                    if self.engine.dialect.name == "postgresql":
+                        await s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                        {"k": _AUDIT_LOCK})
+                    last = (await s.execute(select(AuditEntry.seq, AuditEntry.hash)
+                                            .order_by(AuditEntry.seq.desc()).limit(1))).first()
+                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    digest = entry_hash(seq, at, actor, action, subject, detail, prev)
+                    s.add(AuditEntry(seq=seq, at=at, actor=actor, action=action,
+                                     subject=subject, detail=detail, prev_hash=prev,
+                                     hash=digest))
+                return Entry(seq, at, actor, action, subject, detail, prev, digest)
+            except IntegrityError:
+                continue  # another writer took this seq: read the new last entry again
+        raise StoreError("busy", "the audit log is too busy; try again")
+
+    async def audit_entries(self) -> list[Entry]:
+        async with self.session() as s:
+            rows = (await s.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars()
+            return [Entry(r.seq, r.at, r.actor, r.action, r.subject, r.detail, r.prev_hash,
+                          r.hash) for r in rows]
+
+
+_AUDIT_LOCK = 0x7E1E_A0D1

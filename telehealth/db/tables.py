@@ -117,3 +117,17 @@ class VisitEvent(Base):
     at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     __table_args__ = (Index("ix_visit_events_visit_at", "visit_id", "at"),)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained (see `telehealth.audit`)."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str] = mapped_column(String(80))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

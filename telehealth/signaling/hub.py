@@ -191,9 +191,12 @@ class Hub:
                     at=effect.at, detail=effect.detail))
                 self._events_ready.set()
             elif isinstance(effect, VisitOver):
-                await self.store.set_visit_status(
-                    visit_id, effect.reason, now=self.clock(),
-                    only_from=("scheduled", "in_progress"))
+                now = self.clock()
+                if await self.store.set_visit_status(visit_id, effect.reason, now=now,
+                                                     only_from=("scheduled", "in_progress")):
+                    await self.store.append_audit(
+                        at=now, actor=f"participant:{effect.by_participant_id}",
+                        action=f"visit.{effect.reason}", subject=f"visit:{visit_id}")
 
     async def end_visit(self, visit_id: str, reason: str, by_participant_id: str | None) -> None:
         """End or cancel from outside the room (dashboard, API): tell whoever is connected."""

@@ -70,3 +70,23 @@ def test_clinician_then_visit_then_cancel(tmp_path: Path) -> None:
 
     token = run(data, "clinician", "token", "dr.rivera@example.org", "--json")
     assert len(json.loads(token.stdout)["api_token"]) >= 40
+
+
+def test_audit_verify_sees_the_visit_and_a_break(tmp_path: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "var"
+    assert run(data, "clinician", "create", "a@example.org", "--name", "A",
+               stdin="a long enough password\n").returncode == 0
+    made = run(data, "visit", "create", "--clinician", "a@example.org", "--patient-name", "P",
+               "--patient-dob", "1990-04-27", "--json")
+    visit_id = json.loads(made.stdout)["visit_id"]
+    assert run(data, "visit", "end", visit_id).returncode == 0
+    checked = run(data, "audit", "verify", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout) == {"ok": True, "entries": 2, "first_bad_seq": None,
+                                          "reason": ""}
+    with sqlite3.connect(data / "telehealth.db") as db:
+        db.execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 1")
+    broken = run(data, "audit", "verify")
+    assert broken.returncode == 1 and "BROKEN at entry 1" in broken.stdout
