@@ -137,12 +137,16 @@ class Services:
             raise AuthError("link_invalid", "This link is not valid.")
         return found
 
+    def check_usable(self, claims: LinkClaims, visit: Visit, person: Participant) -> None:
+        """Refuse (VisitError) a link or ticket whose visit is over, or outside its window."""
+        check_joinable(status=visit.status, removed=person.removed_at is not None,
+                       not_before=claims.not_before, expires=claims.expires, now=self.clock())
+
     async def check_ticket(self, ticket: str) -> tuple[Visit, Participant]:
         """The visit and participant of a ticket that may still be used now."""
         claims = self.signer.read_ticket(ticket)
         visit, person, _ = await self.resolve(claims)
-        check_joinable(status=visit.status, removed=person.removed_at is not None,
-                       not_before=claims.not_before, expires=claims.expires, now=self.clock())
+        self.check_usable(claims, visit, person)
         return visit, person
 
     async def room_entry(self, ticket: str) -> tuple[Visit, Participant]:
@@ -187,8 +191,7 @@ class Services:
         now = self.clock()
         events = [_event(visit, person, "link_opened", now)]
         try:
-            check_joinable(status=visit.status, removed=person.removed_at is not None,
-                           not_before=claims.not_before, expires=claims.expires, now=now)
+            self.check_usable(claims, visit, person)
             check_lock(person.locked_until, now)
             record_name = (visit.representative_name or ""
                            if person.role == "legal_representative" else person.name)
@@ -217,10 +220,8 @@ class Services:
         clinician's call page needs no link (nor an identity check: they are logged in)."""
         claims = self._claims(visit, await self.own_participant(visit, clinician))
         visit, person, owner = await self.resolve(claims)
-        now = self.clock()
-        check_joinable(status=visit.status, removed=False, not_before=claims.not_before,
-                       expires=claims.expires, now=now)
-        return await self._grant(claims, visit, person, owner, now)
+        self.check_usable(claims, visit, person)
+        return await self._grant(claims, visit, person, owner, self.clock())
 
     async def _grant(self, claims: LinkClaims, visit: Visit, person: Participant,
                      clinician: Clinician, now: datetime) -> dict[str, Any]:

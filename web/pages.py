@@ -15,7 +15,7 @@ from aiohttp import web
 
 from telehealth.auth import AuthError
 from telehealth.media.echo import EchoBusy, EchoService
-from telehealth.visits import VisitError, check_joinable, check_lock, identity_check_for
+from telehealth.visits import VisitError, check_lock, identity_check_for
 from web.api import json_body, text_field
 from web.keys import services
 from web.render import page
@@ -63,8 +63,7 @@ async def link_page(request: web.Request) -> web.Response:
     try:
         claims = svc.signer.read_link(request.match_info["token"])
         visit, person, clinician = await svc.resolve(claims)
-        check_joinable(status=visit.status, removed=person.removed_at is not None,
-                       not_before=claims.not_before, expires=claims.expires, now=svc.clock())
+        svc.check_usable(claims, visit, person)
         check_lock(person.locked_until, svc.clock())
     except AuthError as exc:
         return refusal_page(request, exc.code,

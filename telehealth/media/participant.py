@@ -46,14 +46,15 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from telehealth.media.tracks import FrameCounter, MediaFileError, MediaSource
+from telehealth.signaling import protocol as p
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-CARE_TEAM = frozenset({"clinician", "co_clinician"})
 # Close codes after which coming back with the same ticket cannot help.
-_FINAL_CLOSE_CODES = {4400: "rejected", 4401: "rejected", 4403: "denied", 4409: "replaced",
-                      4410: "ended", 4412: "rejected"}
+_FINAL_CLOSE_CODES = {
+    p.CLOSE_PROTOCOL: "rejected", p.CLOSE_TICKET_INVALID: "rejected", p.CLOSE_DENIED: "denied",
+    p.CLOSE_REPLACED: "replaced", p.CLOSE_ENDED: "ended", p.CLOSE_CONSENT_REQUIRED: "rejected",
+}
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
@@ -450,7 +451,7 @@ class Participant:
         """One socket from hello to close; returns the close code."""
         self._ws = ws
         try:
-            await self._send({"type": "hello", "v": PROTOCOL_VERSION, "ticket": self._ticket})
+            await self._send({"type": "hello", "v": p.VERSION, "ticket": self._ticket})
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
@@ -521,7 +522,7 @@ class Participant:
     async def _on_waiting_room(self, frame: dict[str, Any]) -> None:
         waiting = {str(w["id"]) for w in frame["waiting"]}
         self._admit_pending &= waiting
-        if not self.options.admit_all or self.result.role not in CARE_TEAM:
+        if not self.options.admit_all or self.result.role not in p.CARE_TEAM:
             return
         for pid in sorted(waiting - self._admit_pending):
             self._admit_pending.add(pid)

@@ -186,10 +186,9 @@ class Hub:
                 if conn is not None:
                     conn.close(effect.code, effect.reason)
             elif isinstance(effect, Record):
-                self._events.append(VisitEvent(
+                self.record([VisitEvent(
                     visit_id=visit_id, participant_id=effect.participant_id, kind=effect.kind,
-                    at=effect.at, detail=effect.detail))
-                self._events_ready.set()
+                    at=effect.at, detail=effect.detail)])
             elif isinstance(effect, VisitOver):
                 now = self.clock()
                 if await self.store.set_visit_status(visit_id, effect.reason, now=now,
@@ -210,15 +209,17 @@ class Hub:
                    if not isinstance(e, VisitOver | Record)]
         await self._apply(visit_id, effects)
 
+    async def _start_visit(self, visit_id: str, now: datetime) -> None:
+        await self.store.set_visit_status(visit_id, "in_progress", now=now,
+                                          only_from=("scheduled",))
+
     async def admit(self, visit_id: str, pid: str, by_participant_id: str) -> None:
         """Admit from outside the room (the dashboard). Raises `Refused` if `pid` is not
         waiting here."""
         room = self._room_for(visit_id)
         now = self.clock()
         await self._apply(visit_id, room.admit_by(pid, by_participant_id, now))
-        # Someone is in the visit now, even before a clinician opens the call.
-        await self.store.set_visit_status(visit_id, "in_progress", now=now,
-                                          only_from=("scheduled",))
+        await self._start_visit(visit_id, now)  # someone is in, even before a clinician
 
     async def deny(
         self, visit_id: str, pid: str, by_participant_id: str, reason: str | None
@@ -317,8 +318,7 @@ class Hub:
             conn.close(p.CLOSE_CONSENT_REQUIRED if gated else p.CLOSE_ENDED, exc.code)
             return False
         if person.role in p.CARE_TEAM and visit.status == "scheduled":
-            await self.store.set_visit_status(visit.id, "in_progress", now=now,
-                                              only_from=("scheduled",))
+            await self._start_visit(visit.id, now)
         room = self.rooms.get(visit.id)
         if room is None:
             room = self.rooms[visit.id] = Room(
