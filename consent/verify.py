@@ -91,6 +91,22 @@ def _timestamp_time(signer_info: asn1_cms.SignerInfo) -> datetime | None:
     return None
 
 
+def timestamp_times(pdf_bytes: bytes) -> dict[str, datetime]:
+    """Each signed field's signature timestamp time (empty for an unreadable file)."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    try:
+        reader = PdfFileReader(io.BytesIO(pdf_bytes), strict=False)
+        times = {}
+        for sig in reader.embedded_signatures:
+            when = _timestamp_time(sig.signer_info)
+            if when is not None:
+                times[sig.field_name] = when
+        return times
+    except Exception:  # a report, never a crash
+        return {}
+
+
 def _level_name(value: Any) -> str | None:
     if value is None:
         return None

@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from telehealth.auth import Signer
 from telehealth.config import Settings, with_generated_secrets
+from telehealth.consents import Consents
 from telehealth.db.engine import make_engine, migrate
 from telehealth.db.store import Store
 from telehealth.media.echo import EchoService
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.hub import Hub
-from web import api, clinician_pages, pages
+from web import api, clinician_pages, consent_api, pages
 from web.keys import SERVICES
 from web.render import STATIC
 from web.security import errors_and_headers
@@ -34,8 +35,9 @@ def build_services(
     """The parts without a server (the CLI uses these directly)."""
     settings = with_generated_secrets(settings)
     store = Store(engine or make_engine(settings.sqlalchemy_url))
-    return Services(settings=settings, store=store, signer=Signer(settings.secret_key.value),
-                    clock=clock)
+    signer = Signer(settings.secret_key.value)
+    return Services(settings=settings, store=store, signer=signer, clock=clock,
+                    consents=Consents(settings, store, signer, clock))
 
 
 def build_app(
@@ -49,6 +51,7 @@ def build_app(
     app[HUB] = hub
     echo = app[pages.ECHO] = EchoService()
     app.router.add_routes(api.routes)
+    app.router.add_routes(consent_api.routes)
     app.router.add_routes(clinician_pages.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC, append_version=False)
@@ -59,6 +62,7 @@ def build_app(
         if svc.settings.ice_host_addresses:
             use_host_addresses(svc.settings.ice_host_addresses)
         await migrate(svc.store.engine)
+        await svc.consents.start()
         await hub.start()
         yield
         await echo.close()

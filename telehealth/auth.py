@@ -60,6 +60,21 @@ class LinkClaims:
     expires: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentClaims:
+    consent_id: str
+    role: str
+    not_before: datetime
+    expires: datetime
+
+    def as_link(self) -> LinkClaims:
+        return LinkClaims(self.consent_id, "", self.role, self.not_before, self.expires)
+
+    @classmethod
+    def of(cls, link: LinkClaims) -> ConsentClaims:
+        return cls(link.visit_id, link.role, link.not_before, link.expires)
+
+
 class Signer:
     """Mints and checks link tokens and tickets with the practice's secret key."""
 
@@ -110,3 +125,18 @@ class Signer:
 
     def read_ticket(self, token: str) -> LinkClaims:
         return self._decode("ticket", token)
+
+    # Consent links and consent sessions name a consent document (in `visit_id`'s
+    # place) and the role that signs through them.
+
+    def consent_link(self, claims: ConsentClaims) -> str:
+        return self._encode("consent", claims.as_link())
+
+    def read_consent_link(self, token: str) -> ConsentClaims:
+        return ConsentClaims.of(self._decode("consent", token))
+
+    def consent_session(self, claims: ConsentClaims) -> str:
+        return self._encode("consent-session", claims.as_link())
+
+    def read_consent_session(self, token: str) -> ConsentClaims:
+        return ConsentClaims.of(self._decode("consent-session", token))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class ConfigError(Exception):
@@ -83,10 +84,25 @@ class Settings:
     """Local addresses the server's own WebRTC peer (the echo test) offers; empty = all."""
     require_telehealth_consent: bool = False
     """Patients must have a signed telehealth consent on file before they may wait."""
+    consent_link_valid_days: int = 30
+    """A consent link works this long after the consent is issued."""
+    minor_may_consent: bool = False
+    """Minors sign their own mental-health consents (some states allow it)."""
+    adult_age: int = 18
+    """Age from which a patient signs their own consents."""
+    tsa_url: str = ""
+    """An outside RFC 3161 timestamp authority; empty = the practice's built-in one."""
+    timezone: str = "UTC"
+    """IANA zone that signature appearances and certificates print times in."""
+    archive_renew_days: int = 90
+    """`consent renew-archive` renews archive timestamps this close to their TSA's expiry."""
     session_idle_s: int = 30 * 60
     """A clinician's web session ends after this long without activity."""
     api_token_ttl_days: int = 365
     """Lifetime of an API token."""
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def base_url(self) -> str:
@@ -156,6 +172,10 @@ def load_settings(
     settings = Settings(**values)
     if settings.port < 0 or settings.port > 65535:
         raise ConfigError(f"port {settings.port} is out of range")
+    try:
+        settings.zone()
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(f"timezone {settings.timezone!r} is not an IANA zone") from None
     return settings
 
 

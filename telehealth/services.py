@@ -15,6 +15,7 @@ from typing import Any
 
 from telehealth.auth import AuthError, LinkClaims, Signer
 from telehealth.config import Settings
+from telehealth.consents import Consents
 from telehealth.db.store import Store
 from telehealth.db.tables import Clinician, Participant, Visit, VisitEvent
 from telehealth.media.ice import ice_servers
@@ -29,6 +30,7 @@ from telehealth.visits import (
     check_joinable,
     check_lock,
     link_window,
+    refusal_after,
     validate_request,
 )
 
@@ -55,6 +57,7 @@ class Services:
     store: Store
     signer: Signer
     clock: Clock
+    consents: Consents
     hub: Hub | None = None
     login_throttle: Throttle = field(
         default_factory=lambda: Throttle(limit=10, window_s=15 * 60))
@@ -173,14 +176,15 @@ class Services:
             await self.store.add_events(events)
 
     async def consent_on_file(self, visit: Visit) -> bool:
-        """Whether the patient has a signed telehealth consent (none can be signed yet)."""
-        return False
+        """Whether the visit's patient has a signed, unrevoked telehealth consent."""
+        return await self.consents.on_file(visit.patient_id) is not None
 
-    async def consent_gate(self, visit: Visit, person: Participant) -> dict[str, bool]:
-        """Whether this participant must have a telehealth consent on file to wait."""
+    async def consent_gate(self, visit: Visit, person: Participant) -> dict[str, Any]:
+        """Whether this participant must have a telehealth consent on file to wait, and
+        the consent they may sign if not."""
         required = (self.settings.require_telehealth_consent
                     and person.role in ("patient", "legal_representative"))
-        return {"required": required, "on_file": required and await self.consent_on_file(visit)}
+        return await self.consents.gate(visit, person, required)
 
     async def join(
         self, token: str, *, dob: str | None, name: str | None
@@ -251,12 +255,7 @@ class Services:
         events.append(_event(visit, person, "identity_failed", now))
         if state.locked_until is not None:
             events.append(_event(visit, person, "link_locked", now))
-            return VisitError("link_locked", "This link is locked after too many attempts.",
-                              "Wait 15 minutes and try again, or call your practice.",
-                              locked_until=state.locked_until.isoformat())
-        return VisitError("identity_mismatch", "That does not match our records.",
-                          "Check what you typed and try again.",
-                          attempts_left=state.attempts_left)
+        return refusal_after(state)
 
     async def timeline(self, visit: Visit) -> Sequence[VisitEvent]:
         if self.hub is not None:

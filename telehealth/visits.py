@@ -145,6 +145,16 @@ class FailedCheck:
     attempts_left: int
 
 
+def refusal_after(state: FailedCheck) -> VisitError:
+    """What a person is told after a wrong identity answer."""
+    if state.locked_until is not None:
+        return VisitError("link_locked", "This link is locked after too many attempts.",
+                          "Wait 15 minutes and try again, or call your practice.",
+                          locked_until=state.locked_until.isoformat())
+    return VisitError("identity_mismatch", "That does not match our records.",
+                      "Check what you typed and try again.", attempts_left=state.attempts_left)
+
+
 def after_failed_check(
     failed_checks: int, *, max_attempts: int, lockout_s: int, now: datetime
 ) -> FailedCheck:

@@ -58,7 +58,14 @@ async def join(request: web.Request) -> web.Response:
         raise AuthError("link_invalid", "This link is not valid.")
     grant = await services(request).join(token, dob=_opt_str(body, "dob"),
                                          name=_opt_str(body, "name"))
-    return web.json_response(grant)
+    response = web.json_response(grant)
+    gate = grant["consent"]
+    if gate["signable"]:
+        from web.consent_api import grant_visit_consent
+
+        await grant_visit_consent(request, response, gate["consent_id"],
+                                  grant["participant"]["role"])
+    return response
 
 
 # ---- clinician session ---------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from consent.errors import ConsentError
 from telehealth.auth import AuthError, token_digest
 from telehealth.db.store import StoreError
 from telehealth.visits import VisitError
@@ -39,6 +40,11 @@ _STATUS = {
     "visit_cancelled": 410, "visit_ended": 410, "participant_removed": 410,
     "no_representative_on_record": 409, "link_locked": 423, "throttled": 429,
     "consent_required": 403, "busy": 503,
+    "no_consent_session": 401, "consent_revoked": 410, "disclosure_required": 409,
+    "name_mismatch": 400, "not_ready": 409, "out_of_order": 409, "field_already_signed": 409,
+    "already_complete": 409, "signing_expired": 410, "signing_conflict": 409,
+    "bad_signature": 400, "bad_public_key": 400, "unknown_template": 404, "too_large": 413,
+    "bad_document": 400, "no_such_field": 409,
 }
 
 
@@ -53,7 +59,7 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except VisitError as exc:
         response = error_response(exc.code, exc.message, exc.action, **exc.extra)
-    except (AuthError, StoreError) as exc:
+    except (AuthError, StoreError, ConsentError) as exc:
         response = error_response(exc.code, exc.message)
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["Referrer-Policy"] = "no-referrer"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,7 @@ from telehealth.db.tables import (
     AuditEntry,
     Clinician,
     Participant,
+    Patient,
     Visit,
     VisitEvent,
     WebSession,
@@ -31,6 +32,9 @@ class StoreError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -147,11 +151,40 @@ class Store:
                         created_at=now, failed_checks=0),
         ]
         async with self.session() as s:
+            patient = await self._patient_for(s, visit, now)
+            visit.patient_id = patient.id
             s.add(visit)
             await s.flush()
             s.add_all(people)
             await s.commit()
         return visit, people
+
+    @staticmethod
+    async def _patient_for(s: AsyncSession, visit: Visit, now: datetime) -> Patient:
+        """The patient record a new visit is for: the one with the same name (spacing and
+        case aside) and date of birth, else a new one. A representative named on the
+        visit becomes the record's representative."""
+        wanted = " ".join(visit.patient_name.split()).lower()
+        same_dob = (await s.execute(select(Patient).where(Patient.dob == visit.patient_dob))
+                    ).scalars().all()
+        patient = next((p for p in same_dob if " ".join(p.name.split()).lower() == wanted),
+                       None)
+        if patient is None:
+            patient = Patient(id=new_id(), name=visit.patient_name, dob=visit.patient_dob,
+                              contact=visit.patient_contact, created_at=now)
+            s.add(patient)
+        if visit.patient_contact:
+            patient.contact = visit.patient_contact
+        if visit.representative_name:
+            patient.representative_name = visit.representative_name
+            patient.representative_relationship = visit.representative_relationship
+            patient.representative_authority = visit.representative_authority
+        await s.flush()
+        return patient
+
+    async def patient(self, patient_id: str) -> Patient | None:
+        async with self.session() as s:
+            return await s.get(Patient, patient_id)
 
     async def visit(self, visit_id: str) -> Visit | None:
         async with self.session() as s:
@@ -254,10 +287,27 @@ class Store:
         detail: dict[str, Any] | None = None,
     ) -> Entry:
         """Append one entry to the hash chain; concurrent writers retry on the same seq."""
+        async def nothing(s: AsyncSession) -> None:
+            return None
+
+        _, entry = await self.audited(nothing, at=at, actor=actor, action=action,
+                                      subject=subject, detail=detail)
+        return entry
+
+    async def audited(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, at: datetime, actor: str,
+        action: str, subject: str, detail: dict[str, Any] | None = None,
+    ) -> tuple[T, Entry]:
+        """`work` and its audit entry in one transaction: both are stored, or neither.
+
+        `work` may raise to refuse (nothing is stored then); it runs again when another
+        writer took the audit sequence number first.
+        """
         detail = detail or {}
         for _ in range(20):
             try:
                 async with self.session() as s, s.begin():
+                    result = await work(s)
                     if self.engine.dialect.name == "postgresql":
                         await s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                         {"k": _AUDIT_LOCK})
@@ -268,10 +318,18 @@ class Store:
                     s.add(AuditEntry(seq=seq, at=at, actor=actor, action=action,
                                      subject=subject, detail=detail, prev_hash=prev,
                                      hash=digest))
-                return Entry(seq, at, actor, action, subject, detail, prev, digest)
+                return result, Entry(seq, at, actor, action, subject, detail, prev, digest)
             except IntegrityError:
                 continue  # another writer took this seq: read the new last entry again
         raise StoreError("busy", "the audit log is too busy; try again")
+
+    async def audit_for(self, subject: str) -> list[Entry]:
+        """The entries about one subject ("consent:<id>"), oldest first."""
+        async with self.session() as s:
+            rows = (await s.execute(select(AuditEntry).where(AuditEntry.subject == subject)
+                                    .order_by(AuditEntry.seq))).scalars()
+            return [Entry(r.seq, r.at, r.actor, r.action, r.subject, r.detail, r.prev_hash,
+                          r.hash) for r in rows]
 
     async def audit_entries(self) -> list[Entry]:
         async with self.session() as s:

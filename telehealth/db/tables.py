@@ -12,7 +12,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
@@ -75,10 +77,30 @@ class ApiToken(Base):
     expires_at: Mapped[datetime]
 
 
+class Patient(Base):
+    """A patient of the practice, across visits (their consents are kept here)."""
+
+    __tablename__ = "patients"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    dob: Mapped[date]
+    contact: Mapped[str] = mapped_column(String(320), default="")
+    representative_name: Mapped[str | None] = mapped_column(String(200))
+    representative_relationship: Mapped[str | None] = mapped_column(String(100))
+    representative_authority: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    __table_args__ = (Index("ix_patients_dob", "dob"),)
+
+    def __repr__(self) -> str:  # never put names or dates of birth in logs
+        return f"Patient(id={self.id!r})"
+
+
 class Visit(Base):
     __tablename__ = "visits"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     clinician_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"))
+    patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    """The patient record; the columns below are the visit's copy, as scheduled."""
     patient_name: Mapped[str] = mapped_column(String(200))
     patient_dob: Mapped[date]
     patient_contact: Mapped[str] = mapped_column(String(320), default="")
@@ -131,3 +153,72 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("ix_audit_log_subject", "subject"),)
+
+
+class ConsentDocument(Base):
+    """A consent issued to a patient: its current signed bytes and where it stands.
+
+    `revision` counts stored revisions; a signing step stores revision n+1 only if the
+    row is still at n, so of two signers racing for one field exactly one wins.
+    """
+
+    __tablename__ = "consent_documents"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    visit_id: Mapped[str | None] = mapped_column(ForeignKey("visits.id", ondelete="SET NULL"))
+    clinician_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"))
+    template_id: Mapped[str] = mapped_column(String(100))
+    template_version: Mapped[str] = mapped_column(String(20))
+    template_sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The signature slots in order, and the representative who signs (if any)."""
+    html: Mapped[str] = mapped_column(Text)
+    """What the PDF was rendered from: shown on screen to the signer."""
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(30))
+    issued_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoke_reason: Mapped[str] = mapped_column(String(500), default="")
+    disclosure_accepted: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Role -> {"id", "version", "at"} of the e-signature disclosure each signer accepted."""
+    failed_checks: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+
+
+class ConsentRevision(Base):
+    """Every stored revision of a consent's PDF, with its hash and the one before."""
+
+    __tablename__ = "consent_revisions"
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("consent_documents.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    what: Mapped[str] = mapped_column(String(40))
+    field_name: Mapped[str | None] = mapped_column(String(60))
+    signer_role: Mapped[str | None] = mapped_column(String(30))
+    certificate_serial: Mapped[str | None] = mapped_column(String(64))
+    certificate_sha256: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    prev_sha256: Mapped[str | None] = mapped_column(String(64))
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ConsentSigning(Base):
+    """A prepared signature waiting for the signer's device (prepare -> finish)."""
+
+    __tablename__ = "consent_signings"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("consent_documents.id", ondelete="CASCADE"), index=True)
+    field_name: Mapped[str] = mapped_column(String(60))
+    base_revision: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    """`consent.signing.PreparedSignature.to_json()`."""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

@@ -23,7 +23,8 @@ async def test_patient_without_consent_is_kept_out_of_the_waiting_room(server: R
     status, grant = await server.post("/api/v1/join", {
         "token": created.link_for_role("patient").rsplit("/v/", 1)[1], "dob": "1990-04-27"})
     assert status == 200
-    assert grant["consent"] == {"required": True, "on_file": False}
+    assert grant["consent"] == {"required": True, "on_file": False, "consent_id": None,
+                                "signable": False}
     async with server.http.ws_connect(server.url + "/ws") as ws:
         await ws.send_json({"type": "hello", "v": 1, "ticket": grant["ticket"]})
         frame = await ws.receive_json(timeout=5)
@@ -35,7 +36,8 @@ async def test_patient_without_consent_is_kept_out_of_the_waiting_room(server: R
     # The clinician is not gated.
     status, dr = await server.post("/api/v1/join", {
         "token": created.link_for_role("clinician").rsplit("/v/", 1)[1]})
-    assert dr["consent"] == {"required": False, "on_file": False}
+    assert dr["consent"] == {"required": False, "on_file": False, "consent_id": None,
+                             "signable": False}
     async with server.http.ws_connect(server.url + "/ws") as ws:
         await ws.send_json({"type": "hello", "v": 1, "ticket": dr["ticket"]})
         assert (await ws.receive_json(timeout=5))["type"] == "welcome"

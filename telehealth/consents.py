@@ -1,0 +1,601 @@
+"""Consents for the service's faces (web API, pages, CLI): issue, open, sign, revoke.
+
+    issue(visit, clinician)            render the consent for the visit's patient record
+    open_link(token, dob, name)        a consent link's identity check -> a consent session
+    prepare(doc, role, key, name)      a short-lived certificate for the signer's own key and
+                                       the bytes that key must sign (interrupted signing)
+    finish(doc, role, id, signature)   embed it; store the revision with its audit entry
+
+The rules live in `consent/` (who signs, in which order, PAdES); this module adds the
+records (`db/consent_store.py`), the links and the audit trail. A signer's key never
+reaches the server: only its public key and a signature over prepared bytes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from consent.document import TemplateLibrary, render_consent, render_disclosure, render_html
+from consent.errors import ConsentError
+from consent.pki import CA_DIR, PracticeCA
+from consent.signing import ConsentSigner, PreparedSignature
+from consent.verify import Report, timestamp_times, verify
+from consent.workflow import (
+    CLINICIAN_FIELD,
+    ClinicianRecord,
+    ConsentPolicy,
+    LegalRepresentative,
+    PatientRecord,
+    SignatureSlot,
+    SignerRole,
+    SignerRoleInfo,
+    SigningPlan,
+    check_turn,
+    is_complete,
+    plan_signatures,
+)
+from telehealth.auth import AuthError, ConsentClaims, Signer
+from telehealth.config import Settings
+from telehealth.db.consent_store import OPEN_STATUSES, ConsentStore
+from telehealth.db.store import Store, new_id
+from telehealth.db.tables import (
+    Clinician,
+    ConsentDocument,
+    ConsentRevision,
+    ConsentSigning,
+    Participant,
+    Patient,
+    Visit,
+)
+from telehealth.visits import (
+    VisitError,
+    after_failed_check,
+    check_identity,
+    check_lock,
+    refusal_after,
+    same_name,
+)
+
+SESSION_S = 30 * 60
+"""A consent session (after the identity check) lasts this long."""
+SIGNING_S = 10 * 60
+"""A prepared signature waits this long for the signer's device."""
+CERT_HOURS = 1.0
+"""Signer certificates live this long: they sign one document, now."""
+DEFAULT_TEMPLATE = "telehealth-informed-consent"
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who is asking, for the audit trail: an actor, their IP and user agent."""
+
+    actor: str
+    ip: str = ""
+    user_agent: str = ""
+
+    def detail(self, **extra: Any) -> dict[str, Any]:
+        return {"ip": self.ip, "user_agent": self.user_agent[:300], **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSession:
+    """An identity-checked signer of one consent (from the `th_consent` cookie)."""
+
+    consent_id: str
+    role: str
+    expires: datetime
+
+
+def _b64(value: Any, name: str, limit: int = 4096) -> bytes:
+    if not isinstance(value, str) or len(value) > limit:
+        raise VisitError("invalid_field", f"'{name}' must be base64 text.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise VisitError("invalid_field", f"'{name}' must be base64 text.") from None
+
+
+def _slots(doc: ConsentDocument) -> list[dict[str, Any]]:
+    slots: list[dict[str, Any]] = doc.plan["slots"]
+    return slots
+
+
+def plan_of(doc: ConsentDocument) -> SigningPlan:
+    """The signing plan stored with a consent (decided from the record when issued)."""
+    rep = doc.plan.get("representative")
+    return SigningPlan(
+        tuple(SignatureSlot(s["field"], SignerRole(s["role"]),
+                            SignerRoleInfo(s["printed_name"], s["role_label"], s["meaning"]),
+                            certify=s["certify"], locks=s["locks"]) for s in _slots(doc)),
+        LegalRepresentative(**rep) if rep else None)
+
+
+def _plan_json(plan: SigningPlan) -> dict[str, Any]:
+    rep = plan.representative
+    return {"slots": [{"field": s.field_name, "role": s.role.value,
+                       "printed_name": s.signer.printed_name, "role_label": s.signer.role_label,
+                       "meaning": s.signer.meaning, "certify": s.certify, "locks": s.locks,
+                       "signed_at": None} for s in plan.slots],
+            "representative": ({"name": rep.name, "relationship": rep.relationship,
+                                "authority": rep.authority} if rep else None)}
+
+
+def patient_record(patient: Patient) -> PatientRecord:
+    rep = None
+    if patient.representative_name:
+        rep = LegalRepresentative(patient.representative_name,
+                                  patient.representative_relationship or "",
+                                  patient.representative_authority or "")
+    return PatientRecord(patient.name, patient.dob, rep)
+
+
+class Consents:
+    """Consent operations over the practice CA, the templates and the records store."""
+
+    def __init__(self, settings: Settings, store: Store, signer: Signer,
+                 clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.store = ConsentStore(store)
+        self.audit = store
+        self.links = signer
+        self.clock = clock
+        self.library = TemplateLibrary()
+        self.policy = ConsentPolicy(adult_age=settings.adult_age,
+                                    minor_may_consent=settings.minor_may_consent)
+        self._render_lock = asyncio.Lock()
+
+    # ---- the practice CA (made on first use; `start` makes it at server start) ------
+
+    @cached_property
+    def ca(self) -> PracticeCA:
+        return PracticeCA(self.settings.data_dir / CA_DIR,
+                          practice_name=self.settings.practice_name, now=self.clock)
+
+    @cached_property
+    def signer(self) -> ConsentSigner:
+        timestamper = None
+        if self.settings.tsa_url:
+            from pyhanko.sign.timestamps import HTTPTimeStamper
+
+            timestamper = HTTPTimeStamper(self.settings.tsa_url)
+        return ConsentSigner(self.ca, timestamper=timestamper, tz=self.settings.zone(),
+                             now=self.clock)
+
+    async def start(self) -> None:
+        """Create the CA, TSA and appearance font now rather than on the first signature."""
+        await asyncio.to_thread(lambda: self.signer)
+
+    # ---- reading -------------------------------------------------------------------
+
+    async def get(self, consent_id: str) -> ConsentDocument:
+        doc = await self.store.document(consent_id)
+        if doc is None:
+            raise VisitError("not_found", "No such consent.")
+        return doc
+
+    def consent_link(self, doc: ConsentDocument) -> str:
+        """The patient's (or representative's) link: deterministic for a consent."""
+        slot = _slots(doc)[-1]
+        expires = doc.issued_at + timedelta(days=self.settings.consent_link_valid_days)
+        token = self.links.consent_link(
+            ConsentClaims(doc.id, slot["role"], doc.issued_at - timedelta(minutes=5), expires))
+        return f"{self.settings.base_url}/c/{token}"
+
+    def summary(self, doc: ConsentDocument, *, with_link: bool = False) -> dict[str, Any]:
+        slots = _slots(doc)
+        pending = [s for s in slots if not s["signed_at"]]
+        out: dict[str, Any] = {
+            "id": doc.id,
+            "template": {"id": doc.template_id, "version": doc.template_version,
+                         "title": doc.title, "kind": doc.kind, "sha256": doc.template_sha256},
+            "status": doc.status,
+            "fields": [{"name": s["field"], "role": s["role"], "printed_name": s["printed_name"],
+                        "role_label": s["role_label"], "signed_at": s["signed_at"]}
+                       for s in slots],
+            "next_field": pending[0]["field"] if pending and doc.status != "revoked" else None,
+            "sha256": doc.sha256,
+            "issued_at": doc.issued_at.isoformat(),
+            "completed_at": doc.completed_at.isoformat() if doc.completed_at else None,
+            "revoked_at": doc.revoked_at.isoformat() if doc.revoked_at else None,
+            "visit_id": doc.visit_id,
+        }
+        if with_link and doc.status in OPEN_STATUSES:
+            out["consent_link"] = self.consent_link(doc)
+        return out
+
+    async def for_patient(self, patient_id: str | None) -> Sequence[ConsentDocument]:
+        if patient_id is None:
+            return []
+        return await self.store.documents_for_patient(patient_id)
+
+    async def on_file(self, patient_id: str | None, kind: str = "telehealth"
+                      ) -> ConsentDocument | None:
+        """The patient's latest complete, unrevoked consent of `kind`."""
+        for doc in await self.for_patient(patient_id):
+            if doc.kind == kind and doc.status == "complete":
+                return doc
+        return None
+
+    async def open_for(self, patient_id: str | None, kind: str = "telehealth"
+                       ) -> ConsentDocument | None:
+        """The patient's consent of `kind` that is still being signed, if any."""
+        for doc in await self.for_patient(patient_id):
+            if doc.kind == kind and doc.status in OPEN_STATUSES:
+                return doc
+        return None
+
+    # ---- issuing -------------------------------------------------------------------
+
+    def templates(self) -> list[dict[str, str]]:
+        return [{"id": t.id, "version": t.version, "title": t.title, "kind": t.kind}
+                for t in self.library.templates.values()]
+
+    async def issue(self, visit: Visit, clinician: Clinician, requester: Requester,
+                    template_id: str = DEFAULT_TEMPLATE) -> tuple[ConsentDocument, bool]:
+        """A consent of `template_id` for the visit's patient; (it, whether it is new).
+
+        One that is still being signed is given back instead of a second one."""
+        try:
+            template = self.library.template(template_id)
+        except ConsentError as e:
+            raise VisitError("unknown_template", e.message) from None
+        patient = await self.audit.patient(visit.patient_id) if visit.patient_id else None
+        if patient is None:
+            raise VisitError("not_found", "This visit has no patient record.")
+        for doc in await self.store.documents_for_patient(patient.id):
+            if doc.template_id == template.id and doc.status in OPEN_STATUSES:
+                return await self.get(doc.id), False
+        now = self.clock()
+        record = patient_record(patient)
+        clinician_record = ClinicianRecord(clinician.name, clinician.credentials)
+        try:
+            plan = plan_signatures(record, clinician_record, now.date(), self.policy)
+        except ConsentError as e:
+            raise VisitError(e.code, e.message,
+                             "Add the legal representative (name, relationship and "
+                             "authority) to the patient's record first.") from None
+        disclosure = self.library.disclosure()
+        kwargs: dict[str, Any] = {
+            "practice_name": self.settings.practice_name, "patient": record,
+            "clinician": clinician_record, "plan": plan,
+            "issued_at": now.astimezone(self.settings.zone())}
+        async with self._render_lock:  # WeasyPrint: one document at a time, off the loop
+            html = render_html(template, disclosure, **kwargs)
+            pdf = await asyncio.to_thread(render_consent, template, disclosure, **kwargs)
+        digest = hashlib.sha256(pdf).hexdigest()
+        doc = ConsentDocument(
+            id=new_id(), patient_id=patient.id, visit_id=visit.id, clinician_id=clinician.id,
+            template_id=template.id, template_version=template.version,
+            template_sha256=template.sha256, kind=template.kind, title=template.title,
+            plan=_plan_json(plan), html=html, pdf=pdf, sha256=digest, revision=1,
+            status="awaiting_clinician", issued_at=now, completed_at=None, revoked_at=None,
+            revoke_reason="", disclosure_accepted={}, failed_checks=0, locked_until=None)
+        first = ConsentRevision(document_id=doc.id, seq=1, at=now, what="issued",
+                                sha256=digest, prev_sha256=None, pdf=pdf)
+        await self.store.add_document(doc, first, actor=requester.actor, detail=requester.detail(
+            template=template.id, version=template.version, template_sha256=template.sha256,
+            sha256=digest, visit=visit.id,
+            signer_role=plan.slots[-1].role.value,
+            representative_authority=plan.representative.authority
+            if plan.representative else None))
+        return doc, True
+
+    # ---- the signer's identity -----------------------------------------------------
+
+    async def open_link(self, token: str, *, dob: str | None, name: str | None,
+                        requester: Requester) -> tuple[ConsentDocument, str]:
+        """Check a consent link and the identity answers; (the consent, a session token)."""
+        claims = self.links.read_consent_link(token)
+        doc = await self.store.document(claims.consent_id)
+        if doc is None:
+            raise AuthError("link_invalid", "This link is not valid.")
+        now = self.clock()
+        if now < claims.not_before:
+            raise VisitError("link_not_yet_valid", "This link is not open yet.")
+        if doc.status == "revoked":
+            raise VisitError("consent_revoked", "This consent was withdrawn.",
+                             "If you want to give consent again, ask your practice for a new form.")
+        if now >= claims.expires and doc.status != "complete":
+            raise VisitError("link_expired", "This consent link has expired.",
+                             "Ask your practice to send you a new link.")
+        check_lock(doc.locked_until, now)
+        patient = await self.audit.patient(doc.patient_id)
+        assert patient is not None
+        record_name = (patient.representative_name or ""
+                       if claims.role == "legal_representative" else patient.name)
+        subject = f"consent:{doc.id}"
+        actor = f"{claims.role}:link"
+        if not check_identity(role=claims.role, record_dob=patient.dob, record_name=record_name,
+                              dob=dob, name=name):
+            state = after_failed_check(doc.failed_checks,
+                                       max_attempts=self.settings.dob_max_attempts,
+                                       lockout_s=self.settings.dob_lockout_s, now=now)
+            await self.store.set_check_counters(doc.id, failed_checks=state.failed_checks,
+                                                locked_until=state.locked_until)
+            await self.audit.append_audit(at=now, actor=actor, action="consent.identity_failed",
+                                          subject=subject, detail=requester.detail(
+                                              locked=state.locked_until is not None))
+            raise refusal_after(state)
+        if doc.failed_checks:
+            await self.store.set_check_counters(doc.id, failed_checks=0, locked_until=None)
+        await self.audit.append_audit(at=now, actor=actor, action="consent.identity_verified",
+                                      subject=subject, detail=requester.detail(via="consent_link"))
+        return doc, self.session_token(doc, claims.role)
+
+    def session_token(self, doc: ConsentDocument, role: str) -> str:
+        """A consent session for a signer whose identity was just checked."""
+        now = self.clock()
+        return self.links.consent_session(
+            ConsentClaims(doc.id, role, now, now + timedelta(seconds=SESSION_S)))
+
+    def read_session(self, token: str | None) -> ConsentSession:
+        if not token:
+            raise VisitError("no_consent_session", "Please open your consent link again.",
+                             "For your privacy, the signing page closes after 30 minutes.")
+        try:
+            claims = self.links.read_consent_session(token)
+        except AuthError:
+            raise VisitError("no_consent_session", "Please open your consent link again.") from None
+        if self.clock() >= claims.expires:
+            raise VisitError("no_consent_session", "Please open your consent link again.",
+                             "For your privacy, the signing page closes after 30 minutes.")
+        return ConsentSession(claims.consent_id, claims.role, claims.expires)
+
+    async def gate(self, visit: Visit, person: Participant, required: bool) -> dict[str, Any]:
+        """The visit link's consent gate: on file, or what this participant may sign."""
+        on_file = await self.on_file(visit.patient_id)
+        doc = None if on_file else await self.open_for(visit.patient_id)
+        signable = (doc is not None and person.role in ("patient", "legal_representative")
+                    and _slots(doc)[-1]["role"] == person.role)
+        shown = on_file or doc
+        return {"required": required, "on_file": on_file is not None,
+                "consent_id": shown.id if shown is not None else None,
+                "signable": required and signable}
+
+    async def record_visit_identity(self, doc_id: str, role: str, requester: Requester) -> None:
+        await self.audit.append_audit(at=self.clock(), actor=f"{role}:visit_link",
+                                      action="consent.identity_verified",
+                                      subject=f"consent:{doc_id}",
+                                      detail=requester.detail(via="visit_link"))
+
+    # ---- what the signer sees ------------------------------------------------------
+
+    def _slot_for(self, doc: ConsentDocument, role: str) -> dict[str, Any]:
+        for slot in _slots(doc):
+            if slot["role"] == role:
+                return slot
+        raise VisitError("no_representative_on_record" if role == "legal_representative"
+                         else "forbidden", "You are not a signer of this consent.")
+
+    def signing_view(self, doc: ConsentDocument, role: str) -> dict[str, Any]:
+        slot = self._slot_for(doc, role)
+        disclosure = self.library.disclosure()
+        accepted = doc.disclosure_accepted.get(role)
+        signed_before = all(s["signed_at"] for s in _slots(doc)[:_slots(doc).index(slot)])
+        return {
+            "consent": self.summary(doc),
+            "signer": {"field": slot["field"], "role": role, "printed_name": slot["printed_name"],
+                       "role_label": slot["role_label"], "meaning": slot["meaning"]},
+            "disclosure": {"id": disclosure.id, "version": disclosure.version,
+                           "title": disclosure.title,
+                           "html": str(render_disclosure(disclosure, self.settings.practice_name)),
+                           "accepted": bool(accepted)},
+            "ready": doc.status in OPEN_STATUSES and signed_before and not slot["signed_at"],
+        }
+
+    async def viewed(self, doc: ConsentDocument, requester: Requester, what: str) -> None:
+        """Record that the document was shown (`viewed`) or its PDF taken (`downloaded`)."""
+        await self.audit.append_audit(at=self.clock(), actor=requester.actor,
+                                      action=f"consent.{what}", subject=f"consent:{doc.id}",
+                                      detail=requester.detail(sha256=doc.sha256))
+
+    async def accept_disclosure(self, doc: ConsentDocument, role: str, version: Any,
+                                requester: Requester) -> None:
+        disclosure = self.library.disclosure()
+        if version != disclosure.version:
+            raise VisitError("invalid_field", "That is not the current disclosure; reload.")
+        self._slot_for(doc, role)
+        now = self.clock()
+        accepted = {**doc.disclosure_accepted, role: {
+            "id": disclosure.id, "version": disclosure.version, "at": now.isoformat()}}
+        await self.store.update(doc.id, {"disclosure_accepted": accepted}, at=now,
+                                action="consent.disclosure_accepted", actor=requester.actor,
+                                detail=requester.detail(disclosure=disclosure.id,
+                                                        version=disclosure.version,
+                                                        sha256=disclosure.sha256))
+
+    # ---- signing -------------------------------------------------------------------
+
+    async def prepare(self, doc: ConsentDocument, role: str, *, public_key: Any,
+                      typed_name: Any, requester: Requester, email: str | None = None
+                      ) -> dict[str, Any]:
+        """Issue the signer's certificate and prepare the bytes their key signs."""
+        if doc.status == "revoked":
+            raise VisitError("consent_revoked", "This consent was withdrawn.")
+        slot_json = self._slot_for(doc, role)
+        plan = plan_of(doc)
+        signed = [s["field"] for s in _slots(doc) if s["signed_at"]]
+        try:
+            slot = check_turn(plan, signed, slot_json["field"])
+        except ConsentError as e:
+            if e.code == "out_of_order":
+                raise VisitError("not_ready", "Your clinician has not signed this form yet.",
+                                 "This page will update by itself once they have.") from None
+            raise
+        if role != "clinician" and role not in doc.disclosure_accepted:
+            raise VisitError("disclosure_required",
+                             "Please first agree to use electronic records and signatures.")
+        if not isinstance(typed_name, str) or not same_name(typed_name,
+                                                            slot.signer.printed_name):
+            raise VisitError("name_mismatch",
+                             "Type your full name exactly as it appears on the form.")
+        key = _b64(public_key, "public_key")
+        issued = self.ca.issue_signer_certificate(key, slot.signer.printed_name, role,
+                                                  email=email, hours=CERT_HOURS)
+        to_sign, state = await self.signer.prepare(doc.pdf, slot.field_name, issued.asn1,
+                                                   slot.signer, slot.certify)
+        now = self.clock()
+        signing = ConsentSigning(id=new_id(), document_id=doc.id, field_name=slot.field_name,
+                                 base_revision=doc.revision, state=state.to_json(),
+                                 created_at=now, expires_at=now + timedelta(seconds=SIGNING_S))
+        await self.store.add_signing(signing)
+        await self.audit.append_audit(
+            at=now, actor=requester.actor, action="consent.certificate_issued",
+            subject=f"consent:{doc.id}", detail=requester.detail(
+                field=slot.field_name, certificate_serial=format(issued.certificate.serial_number,
+                                                                 "x"),
+                certificate_sha256=hashlib.sha256(issued.der).hexdigest()))
+        return {"signing_id": signing.id, "to_sign": base64.b64encode(to_sign).decode(),
+                "certificate": base64.b64encode(issued.der).decode()}
+
+    async def finish(self, doc: ConsentDocument, role: str, *, signing_id: Any, signature: Any,
+                     requester: Requester) -> ConsentDocument:
+        """Embed the signer's signature; the new revision and its audit entry, or nothing."""
+        if not isinstance(signing_id, str):
+            raise VisitError("invalid_field", "'signing_id' is required.")
+        signing = await self.store.signing(signing_id)
+        now = self.clock()
+        if signing is None or signing.document_id != doc.id:
+            raise VisitError("signing_expired", "This signing step is no longer open.",
+                             "Press Sign again.")
+        slot = self._slot_for(doc, role)
+        if signing.field_name != slot["field"]:
+            raise VisitError("forbidden", "This signing step is someone else's.")
+        if now >= signing.expires_at:
+            raise VisitError("signing_expired", "This signing step took too long.",
+                             "Press Sign again.")
+        if doc.status == "revoked":
+            raise VisitError("consent_revoked", "This consent was withdrawn.")
+        if doc.revision != signing.base_revision:
+            raise VisitError("signing_conflict", "This consent changed since you began signing.",
+                             "Open it again.")
+        state = PreparedSignature.from_json(signing.state)
+        signed_pdf = await self.signer.finish(state, _b64(signature, "signature", 512))
+        digest = hashlib.sha256(signed_pdf).hexdigest()
+        slots = [dict(s) for s in _slots(doc)]
+        for s in slots:
+            if s["field"] == slot["field"]:
+                s["signed_at"] = now.isoformat()
+        complete = is_complete(plan_of(doc), [s["field"] for s in slots if s["signed_at"]])
+        from asn1crypto import x509 as asn1_x509  # type: ignore[import-untyped]
+
+        cert = asn1_x509.Certificate.load(state.signer_cert)
+        serial = format(cert.serial_number, "x")
+        revision = ConsentRevision(
+            document_id=doc.id, seq=doc.revision + 1, at=now, what=f"signed by {role}",
+            field_name=slot["field"], signer_role=role, certificate_serial=serial,
+            certificate_sha256=hashlib.sha256(state.signer_cert).hexdigest(),
+            sha256=digest, prev_sha256=doc.sha256, pdf=signed_pdf)
+        values: dict[str, Any] = {
+            "plan": {**doc.plan, "slots": slots},
+            "status": "complete" if complete else "awaiting_patient",
+            "completed_at": now if complete else None}
+        await self.store.store_revision(
+            doc, revision, pdf=signed_pdf, values=values, action="consent.signed",
+            actor=requester.actor, signing_id=signing.id, detail=requester.detail(
+                field=slot["field"], role=role, sha256_before=doc.sha256, sha256_after=digest,
+                certificate_serial=serial, complete=complete,
+                pades_level="B-LTA" if complete else "B-T"))
+        return await self.get(doc.id)
+
+    async def revoke(self, doc: ConsentDocument, *, reason: Any, requester: Requester
+                     ) -> ConsentDocument:
+        """The patient withdraws the consent: recorded; the document is kept as it is."""
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            raise VisitError("invalid_field", "'reason' must be text of at most 500 characters.")
+        now = self.clock()
+        done = await self.store.update(
+            doc.id, {"status": "revoked", "revoked_at": now, "revoke_reason": reason or ""},
+            at=now, action="consent.revoked", actor=requester.actor,
+            only_statuses=(*OPEN_STATUSES, "complete"),
+            detail=requester.detail(sha256=doc.sha256, had_status=doc.status))
+        if not done:
+            raise VisitError("consent_revoked", "This consent was already withdrawn.")
+        return await self.get(doc.id)
+
+    # ---- afterwards ----------------------------------------------------------------
+
+    async def verify(self, pdf: bytes) -> Report:
+        return await verify(pdf, [self.ca.root_asn1], [self.ca.current_crl_der()])
+
+    async def renew_archives(self, *, margin: timedelta, requester: Requester
+                             ) -> list[dict[str, Any]]:
+        """A new archive timestamp on every signed consent whose last one's TSA
+        certificate expires within `margin`."""
+        from consent.archive import last_archive_timestamp_expiry
+
+        done = []
+        now = self.clock()
+        for doc_id in await self.store.documents_with_status(("complete", "revoked")):
+            doc = await self.get(doc_id)
+            expiry = last_archive_timestamp_expiry(doc.pdf)
+            if expiry is None or expiry - now > margin:
+                continue
+            renewed = await self.signer.renew_archive_timestamp(doc.pdf)
+            digest = hashlib.sha256(renewed).hexdigest()
+            revision = ConsentRevision(
+                document_id=doc.id, seq=doc.revision + 1, at=now, what="archive timestamp",
+                sha256=digest, prev_sha256=doc.sha256, pdf=renewed)
+            await self.store.store_revision(
+                doc, revision, pdf=renewed, values={}, action="consent.archive_renewed",
+                actor=requester.actor, detail=requester.detail(
+                    sha256_before=doc.sha256, sha256_after=digest,
+                    previous_expiry=expiry.isoformat()))
+            done.append({"id": doc.id, "previous_expiry": expiry.isoformat(), "sha256": digest})
+        return done
+
+    async def certificate(self, doc: ConsentDocument) -> bytes:
+        """The certificate of completion: signers, events and hashes, as a PDF."""
+        from consent.completion import (
+            CompletionRecord,
+            EventLine,
+            RevisionLine,
+            SignerLine,
+            render_certificate,
+        )
+
+        patient = await self.audit.patient(doc.patient_id)
+        assert patient is not None
+        revisions = await self.store.revisions(doc.id)
+        entries = await self.audit.audit_for(f"consent:{doc.id}")
+        slots = {s["field"]: s for s in _slots(doc)}
+        stamped = timestamp_times(doc.pdf)
+        signers = tuple(
+            SignerLine(role_label=slots[r.field_name]["role_label"],
+                       printed_name=slots[r.field_name]["printed_name"],
+                       field_name=r.field_name, signed_at=r.at,
+                       certificate_serial=r.certificate_serial or "",
+                       certificate_sha256=r.certificate_sha256 or "",
+                       timestamp_time=stamped.get(r.field_name))
+            for r in revisions if r.field_name is not None and r.field_name in slots)
+        record = CompletionRecord(
+            practice_name=self.settings.practice_name, document_id=doc.id,
+            template_id=doc.template_id, template_version=doc.template_version,
+            template_title=doc.title, template_sha256=doc.template_sha256,
+            patient_name=patient.name, patient_dob=patient.dob, status=doc.status,
+            issued_at=doc.issued_at, completed_at=doc.completed_at, revoked_at=doc.revoked_at,
+            revoke_reason=doc.revoke_reason, original_sha256=revisions[0].sha256,
+            final_sha256=doc.sha256, signers=signers,
+            revisions=tuple(RevisionLine(r.seq, r.at, r.what, r.sha256, r.prev_sha256)
+                            for r in revisions),
+            events=tuple(EventLine(e.at, e.action, e.actor, str(e.detail.get("ip", "")),
+                                   str(e.detail.get("user_agent", ""))) for e in entries),
+            representative=plan_of(doc).representative,
+            generated_at=self.clock())
+        async with self._render_lock:
+            return await asyncio.to_thread(render_certificate, record, self.settings.zone())
+
+
+def clinician_requester(clinician: Clinician, ip: str = "", user_agent: str = "") -> Requester:
+    return Requester(f"clinician:{clinician.id}", ip, user_agent)
+
+
+__all__ = ["CLINICIAN_FIELD", "ConsentSession", "Consents", "Requester", "clinician_requester"]
