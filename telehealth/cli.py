@@ -1,4 +1,4 @@
-"""The `telehealth` command: serve, clinician, visit, join.
+"""The `telehealth` command: serve, clinician, visit, join, sign, consent, audit.
 
 Administrative commands (clinician, visit) work on the records store directly,
 with the same settings as `serve` (`--data-dir`, `DATABASE_URL`, ...).
@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from consent.errors import ConsentError
 from telehealth.auth import AuthError, hash_password, new_opaque_token
 from telehealth.config import ConfigError, Settings, load_settings
 from telehealth.db.engine import migrate
@@ -219,6 +221,107 @@ async def cmd_consent_verify(args: argparse.Namespace, settings: Settings) -> in
     return 0 if report.bottom_line == "good" else 1
 
 
+CLI = "cli"
+
+
+def _cli_requester() -> Any:
+    from telehealth.consents import Requester
+
+    return Requester(CLI, "", "telehealth-cli")
+
+
+async def cmd_consent_issue(args: argparse.Namespace, settings: Settings) -> int:
+    """Issue a consent for a visit's patient (its clinician signs next)."""
+    async def work(svc: Services) -> int:
+        visit = _need(await svc.store.visit(args.visit_id), "no such visit")
+        owner = _need(await svc.store.clinician(visit.clinician_id), NO_CLINICIAN)
+        doc, created = await svc.consents.issue(visit, owner, _cli_requester(), args.template)
+        summary = svc.consents.summary(doc, with_link=True)
+        _out(args, {**summary, "created": created},
+             f"consent_id: {doc.id}\nstatus: {doc.status}\n"
+             f"consent_link: {summary.get('consent_link', '')}")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_consent_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(svc: Services) -> int:
+        doc = await svc.consents.get(args.consent_id)
+        summary = svc.consents.summary(doc, with_link=True)
+        events = [{"at": e.at.isoformat(), "action": e.action, "actor": e.actor}
+                  for e in await svc.store.audit_for(f"consent:{doc.id}")]
+        text = [f"{doc.id}  {doc.template_id} v{doc.template_version}  {doc.status}",
+                f"sha256: {doc.sha256}"]
+        text += [f"  {f['role']:<21} {'signed ' + f['signed_at'] if f['signed_at'] else 'unsigned'}"
+                 for f in summary["fields"]]
+        text += [f"  {e['at']}  {e['action']}" for e in events]
+        _out(args, {"consent": summary, "events": events}, "\n".join(text))
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_consent_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a consent's signed PDF (or its certificate of completion) to a file."""
+    async def work(svc: Services) -> int:
+        doc = await svc.consents.get(args.consent_id)
+        data = await svc.consents.certificate(doc) if args.certificate else doc.pdf
+        out = Path(args.out)
+        try:
+            out.write_bytes(data)  # noqa: ASYNC240 (a CLI: nothing else runs)
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror}") from None
+        await svc.consents.viewed(doc, _cli_requester(),
+                                  "certificate_exported" if args.certificate else "exported")
+        _out(args, {"consent_id": doc.id, "out": str(out), "bytes": len(data),
+                    "sha256": doc.sha256 if not args.certificate else None},
+             f"Wrote {len(data)} bytes to {out}.")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_consent_renew(args: argparse.Namespace, settings: Settings) -> int:
+    """Add an archive timestamp to every signed consent whose last one nears expiry."""
+    days = args.within_days if args.within_days is not None else settings.archive_renew_days
+
+    async def work(svc: Services) -> int:
+        done = await svc.consents.renew_archives(margin=timedelta(days=days),
+                                                 requester=_cli_requester())
+        _out(args, {"renewed": done, "within_days": days},
+             f"Renewed {len(done)} consent(s) whose archive timestamp expires within "
+             f"{days} days." + "".join(f"\n  {d['id']}" for d in done))
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
+    """Sign a consent over HTTP as the browser does, with a key made here."""
+    from telehealth.sign_cli import SignError, sign_as_clinician, sign_link
+
+    try:
+        if args.consent:
+            token = args.api_token or os.environ.get("TELEHEALTH_API_TOKEN", "")
+            if not token:
+                raise CliError("signing as the clinician needs --api-token (or "
+                               "TELEHEALTH_API_TOKEN)")
+            result = await sign_as_clinician(args.server or settings.base_url, args.consent,
+                                             api_token=token, typed_name=args.name)
+        elif args.link:
+            result = await sign_link(args.link, dob=args.dob, name=args.name,
+                                     typed_name=args.typed_name)
+        else:
+            raise CliError("give a consent or visit LINK, or --consent ID with --api-token")
+    except SignError as exc:
+        raise CliError(f"{exc.code}: {exc.message}") from None
+    consent = result.get("consent", {})
+    _out(args, result, f"Signed. The consent is {consent.get('status', 'on file')}."
+         if consent else "A telehealth consent is already on file.")
+    return 0
+
+
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the audit log's hash chain; 0 when every entry is intact and in place."""
     from telehealth.audit import verify_chain
@@ -315,6 +418,40 @@ def parser() -> argparse.ArgumentParser:
     _common(cv)
     cv.set_defaults(run=cmd_consent_verify)
 
+    ci = consent.add_parser("issue", help="issue a consent for a visit's patient")
+    ci.add_argument("visit_id")
+    ci.add_argument("--template", default="telehealth-informed-consent")
+    _common(ci)
+    ci.set_defaults(run=cmd_consent_issue)
+    cs = consent.add_parser("show", help="a consent's status, signers and audit events")
+    cs.add_argument("consent_id")
+    _common(cs)
+    cs.set_defaults(run=cmd_consent_show)
+    ce = consent.add_parser("export", help="write the signed PDF to a file")
+    ce.add_argument("consent_id")
+    ce.add_argument("--out", required=True)
+    ce.add_argument("--certificate", action="store_true",
+                    help="the certificate of completion instead of the consent")
+    _common(ce)
+    ce.set_defaults(run=cmd_consent_export)
+    cr = consent.add_parser("renew-archive",
+                            help="renew archive timestamps that near their TSA's expiry")
+    cr.add_argument("--within-days", type=int,
+                    help="renew those expiring within this many days (default 90)")
+    _common(cr)
+    cr.set_defaults(run=cmd_consent_renew)
+
+    sign = sub.add_parser("sign", help="sign a consent as the browser does")
+    sign.add_argument("link", nargs="?", help="a consent link /c/... or a visit link /v/...")
+    sign.add_argument("--dob", help="the patient's date of birth, YYYY-MM-DD")
+    sign.add_argument("--name", help="your full name (a representative's own name)")
+    sign.add_argument("--typed-name", help="the name typed as the signature (default --name)")
+    sign.add_argument("--consent", help="sign this consent id as its clinician")
+    sign.add_argument("--api-token", help="the clinician's API token (or TELEHEALTH_API_TOKEN)")
+    sign.add_argument("--server", help="the service's URL for --consent (default public URL)")
+    _common(sign)
+    sign.set_defaults(run=cmd_sign)
+
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
         dest="action", required=True)
     av = audit.add_parser("verify", help="check the chain; exit 0 when intact")
@@ -335,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         command: Command = args.run
         return asyncio.run(command(args, settings))
-    except (CliError, ConfigError, StoreError, VisitError, AuthError) as exc:
+    except (CliError, ConfigError, StoreError, VisitError, AuthError, ConsentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
