@@ -44,16 +44,16 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, target: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-    command.upgrade(_alembic_config(connection), "head")
+    command.upgrade(_alembic_config(connection), target)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration."""
+async def migrate(engine: AsyncEngine, target: str = "head") -> None:
+    """Bring the schema to the newest migration (or to `target`)."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, target)
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

@@ -179,6 +179,14 @@ async def test_the_consent_is_per_patient_across_visits(server: Running) -> None
 
 
 async def test_two_signers_racing_for_one_field(server: Running) -> None:
+    await race_for_one_field(server)
+
+
+async def test_two_signers_racing_for_one_field_on_postgresql(pg_server: Running) -> None:
+    await race_for_one_field(pg_server)
+
+
+async def race_for_one_field(server: Running) -> None:
     """Two devices prepare the same field; exactly one signature is stored."""
     clinician, token = await server.clinician()
     created = await server.visit(clinician)
