@@ -23,7 +23,6 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -32,8 +31,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
+from notes.contact import summarize
 from telehealth.auth import AuthError, token_digest
-from telehealth.db.tables import Clinician, Participant, VisitEvent
+from telehealth.db.tables import Clinician, VisitEvent
 from telehealth.services import Services
 from telehealth.signaling.hub import Hub
 from telehealth.signaling.room import MemberState, Refused, Room
@@ -390,60 +390,7 @@ class Local:
         return f"{t.strftime('%A, %B')} {t.day}, {t.year}"
 
 
-# ---- who was there, and for how long (pure) ----------------------------------
-
-
-@dataclass(slots=True)
-class Attendance:
-    participant: Participant
-    first_joined: datetime | None = None
-    last_left: datetime | None = None
-    seconds: float = 0.0
-    drops: int = 0
-    still_in: bool = False
-    denied: bool = False
-
-
-def summarize(events: Iterable[VisitEvent], people: Sequence[Participant],
-              now: datetime) -> list[Attendance]:
-    """Time in the room per participant: from `admitted` (or `rejoined` after a drop) to
-    `reconnecting`, `left` or the visit's end; a dropped connection does not count."""
-    rows = {p.id: Attendance(p) for p in people}
-    since: dict[str, datetime] = {}  # in the room and connected, since
-    admitted: set[str] = set()  # admitted and not gone yet (maybe reconnecting)
-
-    def stop(pid: str, at: datetime) -> None:
-        row = rows[pid]
-        row.seconds += (at - since.pop(pid)).total_seconds()
-        row.last_left = at
-
-    for e in events:
-        pid = e.participant_id
-        if e.kind in ("ended", "cancelled"):
-            for open_pid in list(since):
-                stop(open_pid, e.at)
-            admitted.clear()
-        elif pid not in rows:
-            continue
-        elif e.kind == "admitted":
-            admitted.add(pid)
-            since[pid] = e.at
-            rows[pid].first_joined = rows[pid].first_joined or e.at
-        elif e.kind == "rejoined" and pid in admitted and pid not in since:
-            since[pid] = e.at
-        elif e.kind == "reconnecting" and pid in since:
-            rows[pid].drops += 1
-            stop(pid, e.at)
-        elif e.kind == "left":
-            admitted.discard(pid)
-            if pid in since:
-                stop(pid, e.at)
-        elif e.kind == "denied":
-            rows[pid].denied = True
-    for pid in list(since):
-        rows[pid].still_in = True
-        stop(pid, now)
-    return list(rows.values())
+# ---- the summary in plain words (pure; the arithmetic is notes.contact) ------
 
 
 def duration(seconds: float) -> str:
