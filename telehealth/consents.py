@@ -25,7 +25,7 @@ from typing import Any
 
 from consent.document import TemplateLibrary, render_consent, render_disclosure, render_html
 from consent.errors import ConsentError
-from consent.pki import CA_DIR, PracticeCA
+from consent.pki import CA_DIR, PracticeCA, make_timestamper
 from consent.signing import ConsentSigner, PreparedSignature
 from consent.verify import Report, timestamp_times, verify
 from consent.workflow import (
@@ -161,13 +161,8 @@ class Consents:
 
     @cached_property
     def signer(self) -> ConsentSigner:
-        timestamper = None
-        if self.settings.tsa_url:
-            from pyhanko.sign.timestamps import HTTPTimeStamper
-
-            timestamper = HTTPTimeStamper(self.settings.tsa_url)
-        return ConsentSigner(self.ca, timestamper=timestamper, tz=self.settings.zone(),
-                             now=self.clock)
+        return ConsentSigner(self.ca, timestamper=make_timestamper(self.ca, self.settings.tsa_url),
+                             tz=self.settings.zone(), now=self.clock)
 
     async def start(self) -> None:
         """Create the CA, TSA and appearance font now rather than on the first signature."""

@@ -49,6 +49,13 @@ async def test_visits_before_patient_records_get_one(database_url: str) -> None:
                     "(:id, 'c1', :name, :dob, '', :at, 'psychotherapy', 'scheduled', :at)"),
                     {"id": visit_id, "name": name, "dob": _date(conn, dob),
                      "at": _when(conn, "2026-11-01 10:00:00")})
+                # Rows pointing at visits and clinicians: the migrations must not rebuild
+                # those tables (on SQLite that breaks these foreign keys).
+                await conn.execute(text(
+                    "INSERT INTO participants (id, visit_id, role, name, clinician_id, "
+                    "failed_checks, created_at) VALUES (:id, :v, 'clinician', 'A', 'c1', 0, :at)"),
+                    {"id": f"p-{visit_id}", "v": visit_id,
+                     "at": _when(conn, "2026-11-01 10:00:00")})
         await migrate(engine)
         async with engine.connect() as conn:
             rows = (await conn.execute(text(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import telehealth.db.tables
+from telehealth.db.migrations import add_reference_column
 
 revision = "0003"
 down_revision = "0002"
@@ -39,10 +40,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_patients_dob", "patients", ["dob"])
-    with op.batch_alter_table("visits") as batch:
-        batch.add_column(sa.Column("patient_id", sa.String(length=36), nullable=True))
-        batch.create_foreign_key("fk_visits_patient_id", "patients", ["patient_id"], ["id"])
-        batch.create_index("ix_visits_patient_id", ["patient_id"])
+    # Plain ADD COLUMN (no table rebuild: on SQLite that would break the foreign keys
+    # of the participants and events that point at visits).
+    add_reference_column("visits", "patient_id", "patients", "fk_visits_patient_id")
+    op.create_index("ix_visits_patient_id", "visits", ["patient_id"])
     _backfill_patients()
 
     op.create_table(
@@ -134,9 +135,8 @@ def downgrade() -> None:
     op.drop_table("consent_revisions")
     op.drop_index("ix_consent_documents_patient_id", table_name="consent_documents")
     op.drop_table("consent_documents")
+    op.drop_index("ix_visits_patient_id", table_name="visits")
     with op.batch_alter_table("visits") as batch:
-        batch.drop_index("ix_visits_patient_id")
-        batch.drop_constraint("fk_visits_patient_id", type_="foreignkey")
         batch.drop_column("patient_id")
     op.drop_index("ix_patients_dob", table_name="patients")
     op.drop_table("patients")
