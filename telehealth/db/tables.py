@@ -53,6 +53,10 @@ class Clinician(Base):
     credentials: Mapped[str] = mapped_column(String(100), default="")
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    supervisor_id: Mapped[str | None] = mapped_column(ForeignKey("clinicians.id"))
+    """A pre-licensed clinician's supervisor, who co-signs their notes."""
+    location: Mapped[str] = mapped_column(String(200), default="")
+    """Where the clinician works from (the note's clinician location, editable per note)."""
 
 
 class WebSession(Base):
@@ -222,3 +226,61 @@ class ConsentSigning(Base):
     """`consent.signing.PreparedSignature.to_json()`."""
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class Note(Base):
+    """A visit's progress note: a draft, then signed (its PDF and SHA-256 kept)."""
+
+    __tablename__ = "notes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"),
+                                          unique=True)
+    author_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"))
+    format: Mapped[str] = mapped_column(String(40))
+    header: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """What the visit says happened (read-only in the editor)."""
+    sections: Mapped[dict[str, Any]] = mapped_column(JSON)
+    carried: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Sections with text carried from the last note, not yet edited or reviewed."""
+    clinician_location: Mapped[str] = mapped_column(String(200), default="")
+    add_ons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Optional add-on codes the clinician chose (90785)."""
+    status: Mapped[str] = mapped_column(String(20))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Signature slots (author, supervisor) once signing began."""
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    signed_at: Mapped[datetime | None]
+    cosigned_at: Mapped[datetime | None]
+
+
+class NoteAddendum(Base):
+    """A correction or addition to a signed note; the note itself never changes."""
+
+    __tablename__ = "note_addenda"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    note_id: Mapped[str] = mapped_column(ForeignKey("notes.id", ondelete="CASCADE"),
+                                         index=True)
+    author_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"))
+    author_name: Mapped[str] = mapped_column(String(200))
+    author_credentials: Mapped[str] = mapped_column(String(100), default="")
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(500))
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the addendum's text, recorded in the audit log too."""
+
+
+class PsychotherapyNote(Base):
+    """HIPAA psychotherapy notes: the author's private analysis, readable by them alone,
+    kept apart from the progress note and never exported."""
+
+    __tablename__ = "psychotherapy_notes"
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    author_id: Mapped[str] = mapped_column(ForeignKey("clinicians.id"), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
