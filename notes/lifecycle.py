@@ -84,7 +84,8 @@ def check_signable(status: str, fmt: NoteFormat, draft: Draft) -> None:
 
 def signers(author_name: str, author_credentials: str, supervisor: tuple[str, str] | None
             ) -> SigningPlan:
-    """The author signs; a supervisor co-signs last when the author needs it."""
+    """The author signs first (a certification signature); a supervisor co-signs last
+    when the author needs it. The last signature locks the document."""
     def label(credentials: str, what: str) -> str:
         return what + (f", {credentials}" if credentials else "")
 
@@ -92,7 +93,7 @@ def signers(author_name: str, author_credentials: str, supervisor: tuple[str, st
         AUTHOR_FIELD, SignerRole.CLINICIAN,
         SignerRoleInfo(author_name, label(author_credentials, "Clinician"),
                        "I wrote this note and attest that it is accurate and complete"),
-        certify=supervisor is not None, locks=supervisor is None)
+        certify=True, locks=supervisor is None)
     if supervisor is None:
         return SigningPlan((author,), None)
     cosign = SignatureSlot(

@@ -21,7 +21,8 @@ from telehealth.media.echo import EchoService
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.hub import Hub
-from web import api, clinician_pages, consent_api, pages
+from telehealth.visit_notes import VisitNotes
+from web import api, clinician_pages, consent_api, notes_api, pages
 from web.keys import SERVICES
 from web.render import STATIC
 from web.security import errors_and_headers
@@ -36,15 +37,18 @@ def build_services(
     settings = with_generated_secrets(settings)
     store = Store(engine or make_engine(settings.sqlalchemy_url))
     signer = Signer(settings.secret_key.value)
-    return Services(settings=settings, store=store, signer=signer, clock=clock,
-                    consents=Consents(settings, store, signer, clock))
+    consents = Consents(settings, store, signer, clock)
+    svc = Services(settings=settings, store=store, signer=signer, clock=clock,
+                   consents=consents, notes=VisitNotes(settings, store, consents, clock))
+    svc.notes.timeline = svc.timeline  # the hub's batched events flushed first
+    return svc
 
 
 def build_app(
     settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = utc_now
 ) -> web.Application:
     svc = build_services(settings, engine=engine, clock=clock)
-    hub = Hub(svc.settings, svc.store, svc.room_entry, clock)
+    hub = Hub(svc.settings, svc.store, svc.room_entry, clock, on_visit_over=svc.visit_over)
     svc.hub = hub
     app = web.Application(middlewares=[errors_and_headers], client_max_size=256 * 1024)
     app[SERVICES] = svc
@@ -52,6 +56,7 @@ def build_app(
     echo = app[pages.ECHO] = EchoService()
     app.router.add_routes(api.routes)
     app.router.add_routes(consent_api.routes)
+    app.router.add_routes(notes_api.routes)
     app.router.add_routes(clinician_pages.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC, append_version=False)

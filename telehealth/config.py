@@ -96,6 +96,14 @@ class Settings:
     """IANA zone that signature appearances and certificates print times in."""
     archive_renew_days: int = 90
     """`consent renew-archive` renews archive timestamps this close to their TSA's expiry."""
+    note_format: str = "soap"
+    """The progress-note format a new draft starts in (soap, dap, birp, girp, or a
+    practice's own); the clinician can switch per note."""
+    video_modifier: str = "95"
+    """CPT modifier for synchronous audio-video (some payers want GT; empty for none)."""
+    audio_only_modifier: str = "93"
+    """CPT modifier for audio-only (FQ for rural and federally qualified health centers)."""
+    """`consent renew-archive` renews archive timestamps this close to their TSA's expiry."""
     session_idle_s: int = 30 * 60
     """A clinician's web session ends after this long without activity."""
     api_token_ttl_days: int = 365

@@ -94,7 +94,7 @@ class ConsentSession:
     expires: datetime
 
 
-def _b64(value: Any, name: str, limit: int = 4096) -> bytes:
+def b64_field(value: Any, name: str, limit: int = 4096) -> bytes:
     if not isinstance(value, str) or len(value) > limit:
         raise VisitError("invalid_field", f"'{name}' must be base64 text.")
     try:
@@ -110,15 +110,20 @@ def _slots(doc: ConsentDocument) -> list[dict[str, Any]]:
 
 def plan_of(doc: ConsentDocument) -> SigningPlan:
     """The signing plan stored with a consent (decided from the record when issued)."""
-    rep = doc.plan.get("representative")
+    return plan_of_json(doc.plan)
+
+
+def plan_of_json(plan: dict[str, Any]) -> SigningPlan:
+    """A signing plan from its stored form (`plan_json`)."""
+    rep = plan.get("representative")
     return SigningPlan(
         tuple(SignatureSlot(s["field"], SignerRole(s["role"]),
                             SignerRoleInfo(s["printed_name"], s["role_label"], s["meaning"]),
-                            certify=s["certify"], locks=s["locks"]) for s in _slots(doc)),
+                            certify=s["certify"], locks=s["locks"]) for s in plan["slots"]),
         LegalRepresentative(**rep) if rep else None)
 
 
-def _plan_json(plan: SigningPlan) -> dict[str, Any]:
+def plan_json(plan: SigningPlan) -> dict[str, Any]:
     rep = plan.representative
     return {"slots": [{"field": s.field_name, "role": s.role.value,
                        "printed_name": s.signer.printed_name, "role_label": s.signer.role_label,
@@ -270,7 +275,7 @@ class Consents:
             id=new_id(), patient_id=patient.id, visit_id=visit.id, clinician_id=clinician.id,
             template_id=template.id, template_version=template.version,
             template_sha256=template.sha256, kind=template.kind, title=template.title,
-            plan=_plan_json(plan), html=html, pdf=pdf, sha256=digest, revision=1,
+            plan=plan_json(plan), html=html, pdf=pdf, sha256=digest, revision=1,
             status="awaiting_clinician", issued_at=now, completed_at=None, revoked_at=None,
             revoke_reason="", disclosure_accepted={}, failed_checks=0, locked_until=None)
         first = ConsentRevision(document_id=doc.id, seq=1, at=now, what="issued",
@@ -432,7 +437,7 @@ class Consents:
                                                             slot.signer.printed_name):
             raise VisitError("name_mismatch",
                              "Type your full name exactly as it appears on the form.")
-        key = _b64(public_key, "public_key")
+        key = b64_field(public_key, "public_key")
         issued = self.ca.issue_signer_certificate(key, slot.signer.printed_name, role,
                                                   email=email, hours=CERT_HOURS)
         to_sign, state = await self.signer.prepare(doc.pdf, slot.field_name, issued.asn1,
@@ -473,7 +478,7 @@ class Consents:
             raise VisitError("signing_conflict", "This consent changed since you began signing.",
                              "Open it again.")
         state = PreparedSignature.from_json(signing.state)
-        signed_pdf = await self.signer.finish(state, _b64(signature, "signature", 512))
+        signed_pdf = await self.signer.finish(state, b64_field(signature, "signature", 512))
         digest = hashlib.sha256(signed_pdf).hexdigest()
         slots = [dict(s) for s in _slots(doc)]
         for s in slots:

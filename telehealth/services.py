@@ -8,6 +8,7 @@ cancel. Rules live in `visits.py`; storage in `db/store.py`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from telehealth.db.tables import Clinician, Participant, Visit, VisitEvent
 from telehealth.media.ice import ice_servers
 from telehealth.signaling.hub import Hub
 from telehealth.throttle import Throttle
+from telehealth.visit_notes import VisitNotes
 from telehealth.visits import (
     ADDABLE_ROLES,
     VisitError,
@@ -35,6 +37,7 @@ from telehealth.visits import (
 )
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -58,6 +61,7 @@ class Services:
     signer: Signer
     clock: Clock
     consents: Consents
+    notes: VisitNotes
     hub: Hub | None = None
     login_throttle: Throttle = field(
         default_factory=lambda: Throttle(limit=10, window_s=15 * 60))
@@ -130,6 +134,19 @@ class Services:
                                              kind=reason, at=now, detail={})])
         if self.hub is not None:
             await self.hub.end_visit(visit.id, reason, None)
+        if reason == "ended":
+            await self.visit_over(visit.id)
+
+    async def visit_over(self, visit_id: str) -> None:
+        """A visit just ended (from the dashboard, API, CLI or the room): its note's draft
+        is made now, so that it is waiting for the clinician."""
+        visit = await self.store.visit(visit_id)
+        if visit is None or visit.status != "ended":
+            return
+        try:
+            await self.notes.after_visit(visit)
+        except Exception:  # the visit is over regardless; the draft is made when opened
+            log.exception("drafting the note of visit %s failed", visit_id)
 
     # ---- joining ---------------------------------------------------------
 

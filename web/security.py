@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from consent.errors import ConsentError
+from notes import NotesError
 from telehealth.auth import AuthError, token_digest
 from telehealth.db.store import StoreError
 from telehealth.visits import VisitError
@@ -45,6 +46,9 @@ _STATUS = {
     "already_complete": 409, "signing_expired": 410, "signing_conflict": 409,
     "bad_signature": 400, "bad_public_key": 400, "unknown_template": 404, "too_large": 413,
     "bad_document": 400, "no_such_field": 409,
+    "note_signed": 409, "note_changed": 409, "note_not_signed": 409, "sections_empty": 409,
+    "carried_unreviewed": 409, "visit_not_held": 409, "no_last_note": 404,
+    "unknown_format": 400, "unknown_section": 400, "add_on_not_offered": 400,
 }
 
 
@@ -57,7 +61,7 @@ def error_response(code: str, message: str, action: str = "", **extra: Any) -> w
 async def errors_and_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-    except VisitError as exc:
+    except (VisitError, NotesError) as exc:
         response = error_response(exc.code, exc.message, exc.action, **exc.extra)
     except (AuthError, StoreError, ConsentError) as exc:
         response = error_response(exc.code, exc.message)

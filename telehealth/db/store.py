@@ -75,6 +75,13 @@ class Store:
         async with self.session() as s:
             return await s.get(Clinician, clinician_id)
 
+    async def set_supervisor(self, clinician_id: str, supervisor_id: str | None) -> None:
+        """Whose co-signature a pre-licensed clinician's notes need (None: nobody's)."""
+        async with self.session() as s:
+            await s.execute(update(Clinician).where(Clinician.id == clinician_id)
+                            .values(supervisor_id=supervisor_id))
+            await s.commit()
+
     async def set_password(self, clinician_id: str, password_hash: str) -> None:
         async with self.session() as s:
             await s.execute(update(Clinician).where(Clinician.id == clinician_id)

@@ -274,6 +274,21 @@ class NoteAddendum(Base):
     """SHA-256 of the addendum's text, recorded in the audit log too."""
 
 
+class NoteSigning(Base):
+    """A prepared signature on a note's PDF, waiting for the clinician's device."""
+
+    __tablename__ = "note_signings"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    note_id: Mapped[str] = mapped_column(ForeignKey("notes.id", ondelete="CASCADE"),
+                                         index=True)
+    field_name: Mapped[str] = mapped_column(String(60))
+    base_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    """`consent.signing.PreparedSignature.to_json()` (the rendered note inside)."""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 class PsychotherapyNote(Base):
     """HIPAA psychotherapy notes: the author's private analysis, readable by them alone,
     kept apart from the progress note and never exported."""

@@ -93,8 +93,11 @@ class Connection:
 
 class Hub:
     def __init__(
-        self, settings: Settings, store: Store, gatekeeper: Gatekeeper, clock: Clock
+        self, settings: Settings, store: Store, gatekeeper: Gatekeeper, clock: Clock,
+        on_visit_over: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_visit_over = on_visit_over
+        """Called with the visit's id once the room has ended it (the note's draft)."""
         self.settings = settings
         self.store = store
         self.gatekeeper = gatekeeper
@@ -196,6 +199,8 @@ class Hub:
                     await self.store.append_audit(
                         at=now, actor=f"participant:{effect.by_participant_id}",
                         action=f"visit.{effect.reason}", subject=f"visit:{visit_id}")
+                    if effect.reason == "ended" and self.on_visit_over is not None:
+                        await self.on_visit_over(visit_id)
 
     async def end_visit(self, visit_id: str, reason: str, by_participant_id: str | None) -> None:
         """End or cancel from outside the room (dashboard, API): tell whoever is connected."""

@@ -70,6 +70,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_note_addenda_note_id", "note_addenda", ["note_id"])
     op.create_table(
+        "note_signings",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("note_id", sa.String(length=36), nullable=False),
+        sa.Column("field_name", sa.String(length=60), nullable=False),
+        sa.Column("base_version", sa.Integer(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("created_at", UTC_DT, nullable=False),
+        sa.Column("expires_at", UTC_DT, nullable=False),
+        sa.ForeignKeyConstraint(["note_id"], ["notes.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_note_signings_note_id", "note_signings", ["note_id"])
+    op.create_table(
         "psychotherapy_notes",
         sa.Column("visit_id", sa.String(length=36), nullable=False),
         sa.Column("author_id", sa.String(length=36), nullable=False),
@@ -83,6 +96,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("psychotherapy_notes")
+    op.drop_index("ix_note_signings_note_id", table_name="note_signings")
+    op.drop_table("note_signings")
     op.drop_index("ix_note_addenda_note_id", table_name="note_addenda")
     op.drop_table("note_addenda")
     op.drop_table("notes")
