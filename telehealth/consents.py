@@ -198,8 +198,8 @@ class Consents:
                          "title": doc.title, "kind": doc.kind, "sha256": doc.template_sha256},
             "status": doc.status,
             "fields": [{"name": s["field"], "role": s["role"], "printed_name": s["printed_name"],
-                        "role_label": s["role_label"], "signed_at": s["signed_at"]}
-                       for s in slots],
+                        "role_label": s["role_label"], "meaning": s["meaning"],
+                        "signed_at": s["signed_at"]} for s in slots],
             "next_field": pending[0]["field"] if pending and doc.status != "revoked" else None,
             "sha256": doc.sha256,
             "issued_at": doc.issued_at.isoformat(),

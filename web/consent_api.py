@@ -292,9 +292,13 @@ async def clinician_finish(request: web.Request) -> web.Response:
 async def verify_upload(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_VERIFY_BYTES:
         raise VisitError("too_large", "The file is larger than 20 MB.")
-    data = await request.content.read(MAX_VERIFY_BYTES + 1)
-    if len(data) > MAX_VERIFY_BYTES:
-        raise VisitError("too_large", "The file is larger than 20 MB.")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_VERIFY_BYTES:
+            raise VisitError("too_large", "The file is larger than 20 MB.")
+        chunks.append(chunk)
+    data = b"".join(chunks)
     if not data:
         raise VisitError("bad_request", "Send the PDF as the request body.")
     report = await services(request).consents.verify(data)

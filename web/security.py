@@ -68,7 +68,7 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("X-Frame-Options", "DENY")
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
     return response

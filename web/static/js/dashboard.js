@@ -5,7 +5,13 @@
 // Everything is built with DOM calls and textContent (names come from people, not us).
 // Polling refreshes the session on the server, so this page logs out by itself after
 // `idle_s` without a key press or a pointer.
+//
+// Each visit shows its patient's telehealth consent (GET /api/v1/visits/{id}/consents):
+// not issued -> "Prepare consent" (the clinician signs first, in a dialog, with a key made
+// in this browser: consentsign.js) -> waiting for the patient (copy the consent link) ->
+// signed (the PDF and the certificate of completion), or revoked.
 import { api, browserZone, pageData, summaryUrl, toLogin } from "/static/js/api.js";
+import { canSign, deviceSign, localTime } from "/static/js/consentsign.js";
 
 const $ = (id) => document.getElementById(id);
 const ROLE = pageData.role_labels;
@@ -18,7 +24,8 @@ const state = {
   live: {}, // visit id -> {waiting: [{id, role, name, since, waited_s}], in_room: [...]}
   liveAt: Date.now(), // when `live` arrived (waited_s counts from then)
   liveSig: null, // which visits have someone in the call: a change reloads the list
-  open: {}, // visit id -> "add" | "links": the panel shown under the visit
+  open: {}, // visit id -> "add" | "links" | "consent": the panel shown under the visit
+  consents: {}, // visit id -> [consent summary] of the visit's patient (absent: not loaded)
   waitingKeys: new Set(), // "visit:participant" waiting at the last poll
 };
 
@@ -135,9 +142,7 @@ function visitRows(v, today) {
         rep ? h("div", { class: "small muted", text: `Representative: ${rep.name}` }) : null),
       cell("Type", TYPE[v.visit_type] || v.visit_type),
       cell("Status", statusBadge(v)),
-      cell("Consent", v.consent_on_file
-        ? h("span", { class: "badge ok", text: "Consent: on file" })
-        : h("span", { class: "badge warn", text: "Consent: not on file" })),
+      cell("Consent", consentCell(v)),
       cell("Participants", people(v)),
       cell("Actions", actions(v, time))),
     h("tr", { class: "live-row", id: `live-${v.id}`, hidden: true },
@@ -203,7 +208,8 @@ function toggle(visitId, panel) {
 
 function panelRow(v) {
   const panel = isLive(v) ? state.open[v.id] : null;
-  const content = panel === "add" ? addForm(v) : panel === "links" ? links(v) : null;
+  const content = panel === "add" ? addForm(v) : panel === "links" ? links(v)
+    : panel === "consent" ? consentLinkPanel(v) : null;
   return h("tr", { class: "panel-row", hidden: !content },
     h("td", { colspan: 7, id: `panel-${v.id}` }, content));
 }
@@ -306,6 +312,188 @@ async function refreshVisits() {
   } catch (err) {
     problem(err);
   }
+  await refreshConsents();
+}
+
+// ---- consents ---------------------------------------------------------------------------
+
+const CONSENT_STATUS = {
+  none: ["Not issued", ""], awaiting_clinician: ["Needs your signature", "warn"],
+  awaiting_patient: ["Waiting for patient", "warn"], complete: ["Signed", "ok"], revoked: ["Revoked", "bad"],
+};
+const consentApi = (id, tail = "") => `/api/v1/consents/${encodeURIComponent(id)}${tail}`;
+
+/** The patient's telehealth consent that counts: the newest one not revoked, else the newest. */
+function telehealthConsent(visitId) {
+  const list = state.consents[visitId];
+  if (!list) return undefined;
+  const mine = list.filter((c) => !c.template || !c.template.kind || c.template.kind === "telehealth")
+    .sort((a, b) => String(b.issued_at || "").localeCompare(String(a.issued_at || "")));
+  return mine.find((c) => c.status !== "revoked") || mine[0] || null;
+}
+
+async function refreshConsents() {
+  const shown = state.visits.filter((v) => v.status !== "cancelled");
+  const answers = await Promise.all(shown.map(async (v) => {
+    try {
+      return [v.id, (await api("GET", `/api/v1/visits/${encodeURIComponent(v.id)}/consents`)).consents];
+    } catch (err) {
+      if (err.status === 401) toLogin();
+      return [v.id, state.consents[v.id]];
+    }
+  }));
+  let changed = false;
+  for (const [id, list] of answers) {
+    if (list === undefined) continue;
+    if (JSON.stringify(list) !== JSON.stringify(state.consents[id])) changed = true;
+    state.consents[id] = list;
+  }
+  if (changed) render();
+}
+
+function consentCell(v) {
+  const c = telehealthConsent(v.id);
+  const onFile = c === undefined ? v.consent_on_file : Boolean(c && c.status === "complete");
+  const badge = onFile ? h("span", { class: "badge ok", text: "Consent: on file" })
+    : h("span", { class: "badge warn", text: "Consent: not on file" });
+  if (c === undefined) return h("div", { class: "consent-cell" }, badge);
+  const status = c ? c.status : "none";
+  const [text] = CONSENT_STATUS[status] || [status];
+  const who = v.patient_name;
+  const key = (what) => `${v.id}:consent:${what}`;
+  const parts = [];
+  let line = text;
+  if (status === "complete" && c.completed_at) line = `Signed ${localTime(c.completed_at)}`;
+  if (status === "revoked" && c.revoked_at) line = `Revoked ${localTime(c.revoked_at)}`;
+  parts.push(h("p", { class: `consent-state small ${status}`, "data-consent-status": status, text: line }));
+  const live = isLive(v);
+  if (live && (status === "none" || status === "revoked")) {
+    parts.push(h("button", {
+      type: "button", class: "secondary small", "data-key": key("prepare"),
+      "aria-label": `${status === "revoked" ? "Prepare a new consent" : "Prepare consent"} for ${who}`,
+      onclick: (e) => prepareConsent(v, e.currentTarget),
+    }, status === "revoked" ? "Prepare a new consent" : "Prepare consent"));
+  }
+  if (status === "awaiting_clinician") {
+    parts.push(h("button", {
+      type: "button", class: "small", "data-key": key("sign"), "aria-label": `Sign the consent for ${who}`,
+      onclick: () => signConsent(v, c),
+    }, "Sign consent"));
+  }
+  if (status === "awaiting_patient" && c.consent_link) {
+    parts.push(h("button", {
+      type: "button", class: "secondary small", "data-key": key("copy"), "aria-label": `Copy consent link for ${who}`,
+      onclick: (e) => copy(c.consent_link, () => revealConsentLink(v.id), e.currentTarget),
+    }, "Copy consent link"));
+  }
+  if (status === "complete") {
+    parts.push(h("span", { class: "consent-links small" },
+      h("a", { href: consentApi(c.id, "/pdf"), download: "signed-consent.pdf", "aria-label": `Signed consent PDF for ${who}` }, "Signed PDF"),
+      h("a", { href: consentApi(c.id, "/certificate"), download: "certificate-of-completion.pdf", "aria-label": `Certificate of completion for ${who}` }, "Certificate")));
+  }
+  return h("div", { class: "consent-cell" }, badge, parts);
+}
+
+function revealConsentLink(visitId) {
+  const id = `consent-link-${visitId}`;
+  if (!$(id)) { state.open[visitId] = "consent"; render(); }
+  return $(id);
+}
+
+function consentLinkPanel(v) {
+  const c = telehealthConsent(v.id);
+  if (!c || !c.consent_link || c.status !== "awaiting_patient") return null;
+  return h("div", { class: "panel" },
+    h("h3", { text: `Consent form for ${v.patient_name}` }),
+    h("p", { class: "muted small", text: "Send this link by your practice's usual secure message. They confirm the date of birth, read the form and sign it on their own device." }),
+    linkField(`consent-link-${v.id}`, `Consent link for ${v.patient_name}`, c.consent_link),
+    h("div", { class: "actions" }, h("button", { type: "button", class: "quiet small", onclick: () => toggle(v.id, "consent") }, "Close")));
+}
+
+async function prepareConsent(v, button) {
+  button.disabled = true;
+  try {
+    const { consent } = await api("POST", `/api/v1/visits/${encodeURIComponent(v.id)}/consents`, {});
+    state.consents[v.id] = [consent, ...(state.consents[v.id] || []).filter((c) => c.id !== consent.id)];
+    render();
+    if (consent.status === "awaiting_clinician") await signConsent(v, consent);
+  } catch (err) {
+    button.disabled = false;
+    problem(err);
+  }
+  await refreshConsents();
+}
+
+/** The clinician's certification signature, in a dialog, with a key made in this browser. */
+function signConsent(v, consent) {
+  const dialog = $("consent-dialog");
+  const field = (consent.fields || []).find((f) => f.role === "clinician") || {};
+  const error = $("cd-error"), status = $("cd-status"), name = $("cd-name"), sign = $("cd-sign");
+  $("cd-what").textContent = `${consent.template ? consent.template.title : "Consent form"}, for ${v.patient_name}. You sign first; then the patient signs from their consent link.`;
+  $("cd-doc").src = consentApi(consent.id, "/document");
+  $("cd-pdf").href = consentApi(consent.id, "/pdf");
+  $("cd-role").textContent = field.role_label || "Clinician";
+  $("cd-meaning").textContent = field.meaning;
+  $("cd-name-hint").textContent = field.printed_name ? `As the practice has it: ${field.printed_name}` : "";
+  name.value = "";
+  error.hidden = true;
+  status.textContent = "";
+  let busy = false;
+  dialog.returnValue = "";
+  dialog.showModal();
+  name.focus();
+  return new Promise((resolve) => {
+    const onCancel = (event) => { if (busy) event.preventDefault(); };
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      const typed = name.value.trim().replace(/\s+/g, " ");
+      if (!typed) { error.textContent = "Type your full name to sign."; error.hidden = false; name.focus(); return; }
+      if (!canSign()) { error.textContent = "This browser cannot make a signing key here (it needs HTTPS and a current browser)."; error.hidden = false; return; }
+      busy = true;
+      sign.disabled = true; $("cd-cancel").disabled = true;
+      status.textContent = "Signing… this takes a few seconds.";
+      try {
+        const { consent: signed } = await deviceSign({
+          prepareUrl: consentApi(consent.id, "/prepare"), finishUrl: consentApi(consent.id, "/finish"),
+          headers: { "X-CSRF-Token": pageData.csrf_token || "" }, typedName: typed,
+        });
+        state.consents[v.id] = [signed, ...(state.consents[v.id] || []).filter((c) => c.id !== signed.id)];
+        if (signed.status === "awaiting_patient") state.open[v.id] = "consent";
+        busy = false;
+        dialog.close("signed");
+        render();
+        $(`consent-link-${v.id}`)?.focus();
+        say(`You signed the consent for ${v.patient_name}. Copy the consent link and send it to them.`);
+      } catch (err) {
+        busy = false;
+        status.textContent = "";
+        if (err.status === 401) { toLogin(); return; }
+        if (["field_already_signed", "out_of_order", "already_complete", "signing_conflict", "consent_revoked"].includes(err.code)) {
+          dialog.close("stale");
+          problem({ message: "This consent changed in the meantime.", action: "The dashboard now shows where it stands." });
+          return;
+        }
+        error.textContent = err.code === "name_mismatch"
+          ? `That name doesn't match yours as the practice has it${field.printed_name ? `: ${field.printed_name}` : ""}.`
+          : `${err.message} ${err.action || ""}`.trim();
+        error.hidden = false;
+      } finally {
+        sign.disabled = false; $("cd-cancel").disabled = false;
+      }
+    };
+    const onCancelButton = () => dialog.close("cancel");
+    $("cd-form").addEventListener("submit", onSubmit);
+    $("cd-cancel").addEventListener("click", onCancelButton);
+    dialog.addEventListener("cancel", onCancel);
+    dialog.addEventListener("close", () => {
+      $("cd-form").removeEventListener("submit", onSubmit);
+      $("cd-cancel").removeEventListener("click", onCancelButton);
+      dialog.removeEventListener("cancel", onCancel);
+      $("cd-doc").removeAttribute("src");
+      refreshConsents().then(resolve);
+    }, { once: true });
+  });
 }
 
 // ---- the live waiting rooms ----------------------------------------------------------
@@ -579,7 +767,12 @@ function setUpSound() {
   const hint = $("sound-hint");
   hint.hidden = !sound.on || navigator.userActivation?.hasBeenActive !== false;
   for (const type of ["pointerdown", "keydown"]) {
-    document.addEventListener(type, () => { sound.unlock(); hint.hidden = true; }, { passive: true });
+    document.addEventListener(type, () => { sound.unlock(); }, { passive: true });
+  }
+  // Hidden only once the click is over: hiding it on pointerdown moved everything below it
+  // up under the pointer, so that first click landed on nothing.
+  for (const type of ["click", "keydown"]) {
+    document.addEventListener(type, () => { hint.hidden = true; }, { passive: true });
   }
 }
 
@@ -588,4 +781,5 @@ setUpIdleLogout();
 setUpSound();
 render();
 poll();
+refreshConsents();
 setInterval(refreshVisits, REFRESH_MS);

@@ -4,6 +4,7 @@
 import { runPrecall } from "/static/js/precall.js";
 import { Call } from "/static/js/call.js";
 import { mountCall } from "/static/js/callui.js";
+import { explain, h, request, runSigning } from "/static/js/consentsign.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
 const token = decodeURIComponent(location.pathname.split("/v/")[1] || "");
@@ -128,6 +129,68 @@ function locationStep(grant) {
   });
 }
 
+// ---- the consent gate ---------------------------------------------------------------
+// The practice needs a signed telehealth consent before this person may wait. With a form
+// to sign (`signable`), the join answer set the consent cookie and the signing steps run
+// here; without one yet, the page says so and asks again every 5 s (that answer sets the
+// cookie once there is something to sign).
+
+const CONSENT_POLL_MS = 5000;
+const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+function consentGate(grant) {
+  return request("GET", "/api/v1/join/consent", { headers: { Authorization: `Bearer ${grant.ticket}` } });
+}
+
+/** Resolves true once the consent is on file (signed here or elsewhere); false if the page ended. */
+async function consentStep(grant) {
+  show("consent");
+  const wait = $("consent-wait"), flow = $("consent-flow"), detail = $("consent-detail");
+  const waitingText = detail.textContent;
+  let gate = grant.consent;
+  let withdrawn = null; // a consent withdrawn while this page had it: wait for a new one
+  for (;;) {
+    while (!gate.on_file && (!gate.signable || gate.consent_id === withdrawn)) {
+      wait.hidden = false;
+      flow.hidden = true;
+      await pause(CONSENT_POLL_MS);
+      try {
+        gate = await consentGate(grant);
+        detail.textContent = withdrawn ? detail.textContent : waitingText;
+      } catch (err) {
+        if (FINAL[err.code]) { ended(FINAL[err.code], err.message, err.action); return false; }
+        detail.textContent = "We're having trouble reaching your practice. This page keeps trying, so please keep it open.";
+      }
+    }
+    if (gate.on_file) return true;
+    wait.hidden = true;
+    flow.hidden = false;
+    try {
+      const { card } = await runSigning(flow, {
+        renewSession: async () => { gate = await consentGate(grant); },
+      });
+      return await new Promise((resolve) => {
+        const go = h("button", { type: "button", onclick: () => resolve(true) }, "Continue to the waiting room");
+        card.querySelector("a.button")?.classList.add("secondary"); // the waiting room is next
+        card.append(h("div", { class: "actions" }, go));
+      });
+    } catch (err) {
+      if (FINAL[err.code]) { ended(FINAL[err.code], err.message, err.action); return false; }
+      if (err.code === "consent_revoked") {
+        withdrawn = gate.consent_id;
+        gate = { ...gate, signable: false };
+        detail.textContent = "The form you were sent was withdrawn. Your clinician will send a new one; this page will update by itself.";
+        show("consent");
+        continue;
+      }
+      if (err.code === "no_consent_session") { gate = { ...gate, signable: false }; continue; }
+      const { message, action } = explain(err);
+      ended("We couldn't open your consent form", message, action || "Please open your link again, or contact your practice.");
+      return false;
+    }
+  }
+}
+
 // ---- waiting room and call -----------------------------------------------------
 
 function enter(grant, media) {
@@ -210,8 +273,7 @@ async function main() {
     await locationStep(grant);
   }
   if (grant.consent && grant.consent.required && !grant.consent.on_file) {
-    show("consent");
-    return;
+    if (!(await consentStep(grant))) return;
   }
   enter(grant, media);
 }
