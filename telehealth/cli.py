@@ -1,4 +1,4 @@
-"""The `telehealth` command: serve, clinician, visit, join, sign, consent, audit.
+"""The `telehealth` command: serve, clinician, visit, join, sign, consent, note, audit.
 
 Administrative commands (clinician, visit) work on the records store directly,
 with the same settings as `serve` (`--data-dir`, `DATABASE_URL`, ...).
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from consent.errors import ConsentError
+from notes import NotesError
 from telehealth.auth import AuthError, hash_password, new_opaque_token
 from telehealth.config import ConfigError, Settings, load_settings
 from telehealth.db.engine import migrate
@@ -322,6 +323,74 @@ async def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _note_of(svc: Services, visit_id: str) -> Any:
+    visit = _need(await svc.store.visit(visit_id), "no such visit")
+    author = _need(await svc.store.clinician(visit.clinician_id), NO_CLINICIAN)
+    return await svc.notes.draft_for(visit, author)
+
+
+async def cmd_note_show(args: argparse.Namespace, settings: Settings) -> int:
+    """The visit's progress note: header, sections, signatures, addenda."""
+    async def work(svc: Services) -> int:
+        note = await _note_of(svc, args.visit_id)
+        view = await svc.notes.view(note, _cli_requester())
+        h = view["header"]
+        lines = [f"note {view['id']}  {view['format']['title']}  {view['status']}",
+                 f"{h['date']}  {h['start_text']}-{h['stop_text']}  {h['minutes']} min  "
+                 f"{h['modality_text']}",
+                 f"code {h['code'] or 'not billable'}  modifier {h['modifier'] or '-'}  "
+                 f"POS {h['place_of_service'] or '-'}  ({h['code_reason']})",
+                 f"consent: {h['consent']['id'] if h['consent'] else 'not on file'}"]
+        lines += [f"[{s['title']}]\n{view['sections'].get(s['key'], '')}"
+                  for s in view["format"]["sections"]]
+        lines += [f"addendum {a['at']} by {a['author_name']}: {a['reason']}"
+                  for a in view["addenda"]]
+        _out(args, view, "\n".join(lines))
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_note_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The signed note as PDF, or the visit's FHIR R4 bundle, to a file."""
+    async def work(svc: Services) -> int:
+        note = await _note_of(svc, args.visit_id)
+        if args.format == "pdf":
+            data = svc.notes.signed_pdf(note)
+        else:
+            data = json.dumps(await svc.notes.fhir_bundle(note), indent=2).encode()
+        out = Path(args.out)
+        try:
+            out.write_bytes(data)  # noqa: ASYNC240 (a CLI: nothing else runs)
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror}") from None
+        await svc.notes.exported(note, _cli_requester(), args.format)
+        _out(args, {"note_id": note.id, "format": args.format, "out": str(out),
+                    "bytes": len(data)}, f"Wrote {len(data)} bytes to {out}.")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def cmd_clinician_supervisor(args: argparse.Namespace, settings: Settings) -> int:
+    """Set (or with --none clear) whose co-signature a clinician's notes need."""
+    async def work(svc: Services) -> int:
+        found = _need(await svc.store.clinician_by_email(args.email), NO_CLINICIAN)
+        supervisor = None
+        if args.supervisor:
+            supervisor = _need(await svc.store.clinician_by_email(args.supervisor),
+                               "no clinician has the supervisor's email")
+            if supervisor.id == found.id:
+                raise CliError("a clinician cannot supervise themself")
+        await svc.store.set_supervisor(found.id, supervisor.id if supervisor else None)
+        _out(args, {"clinician": found.email, "supervisor": args.supervisor},
+             f"{found.email}: " + (f"notes co-signed by {args.supervisor}" if supervisor
+                                   else "no co-signature needed"))
+        return 0
+
+    return await _with_services(settings, work)
+
+
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the audit log's hash chain; 0 when every entry is intact and in place."""
     from telehealth.audit import verify_chain
@@ -375,6 +444,12 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--label")
     _common(tok)
     tok.set_defaults(run=cmd_clinician_token)
+
+    sup = clin.add_parser("supervisor", help="whose co-signature a clinician's notes need")
+    sup.add_argument("email")
+    sup.add_argument("--supervisor", help="the supervisor's email (omit to clear)")
+    _common(sup)
+    sup.set_defaults(run=cmd_clinician_supervisor)
 
     visit = sub.add_parser("visit", help="video visits").add_subparsers(
         dest="action", required=True)
@@ -452,6 +527,19 @@ def parser() -> argparse.ArgumentParser:
     _common(sign)
     sign.set_defaults(run=cmd_sign)
 
+    note = sub.add_parser("note", help="progress notes").add_subparsers(
+        dest="action", required=True)
+    ns = note.add_parser("show", help="a visit's progress note (drafted if it has none)")
+    ns.add_argument("visit_id")
+    _common(ns)
+    ns.set_defaults(run=cmd_note_show)
+    ne = note.add_parser("export", help="the signed note as PDF, or a FHIR R4 bundle")
+    ne.add_argument("visit_id")
+    ne.add_argument("--format", choices=["pdf", "fhir"], required=True)
+    ne.add_argument("--out", required=True)
+    _common(ne)
+    ne.set_defaults(run=cmd_note_export)
+
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
         dest="action", required=True)
     av = audit.add_parser("verify", help="check the chain; exit 0 when intact")
@@ -472,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         command: Command = args.run
         return asyncio.run(command(args, settings))
-    except (CliError, ConfigError, StoreError, VisitError, AuthError, ConsentError) as exc:
+    except (CliError, ConfigError, StoreError, VisitError, AuthError, ConsentError,
+            NotesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

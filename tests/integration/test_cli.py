@@ -90,3 +90,39 @@ def test_audit_verify_sees_the_visit_and_a_break(tmp_path: Path) -> None:
         db.execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 1")
     broken = run(data, "audit", "verify")
     assert broken.returncode == 1 and "BROKEN at entry 1" in broken.stdout
+
+
+def test_note_of_an_ended_visit_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    for email, name in (("dr.rivera@example.org", "Dana Rivera"),
+                        ("sup@example.org", "Sam Supervisor")):
+        assert run(data, "clinician", "create", email, "--name", name,
+                   stdin="a long enough password\n").returncode == 0
+    made = run(data, "clinician", "supervisor", "dr.rivera@example.org", "--supervisor",
+               "sup@example.org", "--json")
+    assert made.returncode == 0, made.stderr
+    assert run(data, "clinician", "supervisor", "sup@example.org", "--supervisor",
+               "sup@example.org").returncode == 2
+    created = json.loads(run(data, "visit", "create", "--clinician", "dr.rivera@example.org",
+                             "--patient-name", "Alex Morgan", "--patient-dob", "1990-04-27",
+                             "--json").stdout)
+    early = run(data, "note", "show", created["visit_id"])
+    assert early.returncode == 2 and "has not taken place" in early.stderr
+    assert run(data, "visit", "end", created["visit_id"]).returncode == 0
+
+    shown = run(data, "note", "show", created["visit_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    note = json.loads(shown.stdout)
+    assert note["status"] == "draft" and note["header"]["code"] is None
+    assert note["header"]["patient_present"] is False
+
+    pdf = run(data, "note", "export", created["visit_id"], "--format", "pdf",
+              "--out", str(tmp_path / "n.pdf"))
+    assert pdf.returncode == 2 and "signed" in pdf.stderr
+    out = tmp_path / "bundle.json"
+    fhir = run(data, "note", "export", created["visit_id"], "--format", "fhir", "--out", str(out))
+    assert fhir.returncode == 0, fhir.stderr
+    bundle = json.loads(out.read_text())
+    assert bundle["resourceType"] == "Bundle"
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert {"Patient", "Encounter", "DocumentReference"} <= kinds
