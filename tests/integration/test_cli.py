@@ -84,7 +84,8 @@ def test_audit_verify_sees_the_visit_and_a_break(tmp_path: Path) -> None:
     assert run(data, "visit", "end", visit_id).returncode == 0
     checked = run(data, "audit", "verify", "--json")
     assert checked.returncode == 0, checked.stderr
-    assert json.loads(checked.stdout) == {"ok": True, "entries": 2, "first_bad_seq": None,
+    # visit created, visit ended, and the note drafted when it ended
+    assert json.loads(checked.stdout) == {"ok": True, "entries": 3, "first_bad_seq": None,
                                           "reason": ""}
     with sqlite3.connect(data / "telehealth.db") as db:
         db.execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 1")
