@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from asn1crypto import keys as asn1_keys
 from asn1crypto import tsp as asn1_tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -57,6 +58,21 @@ CA_DIR = "consent-ca"
 def load_trust_root(cert_pem_path: Path) -> asn1_x509.Certificate:
     """A trust root from a PEM file (the practice's `ca-cert.pem`, or another CA's)."""
     return to_asn1(x509.load_pem_x509_certificate(Path(cert_pem_path).read_bytes()))
+
+
+def load_trust_roots(paths: Iterable[str | Path]) -> list[asn1_x509.Certificate]:
+    """Every certificate in the PEM files `paths` (a file may hold several), in order.
+
+    ConsentError("bad_trust_root") names the file that is missing or holds none."""
+    roots: list[asn1_x509.Certificate] = []
+    for path in paths:
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConsentError("bad_trust_root",
+                               f"no PEM certificate can be read from {path}") from e
+        roots.extend(to_asn1(cert) for cert in certs)
+    return roots
 
 
 def name_value(text: str, limit: int = 64) -> str:
@@ -375,6 +391,213 @@ class PracticeCA:
 
     def current_crl_der(self) -> bytes:
         return self.current_crl().public_bytes(serialization.Encoding.DER)
+
+
+# ---- a clinician's own certificate from an outside CA ---------------------------------
+
+MAX_CHAIN = 8
+"""Most issuer certificates a signer may send with their own certificate."""
+MAX_CRLS = 8
+"""Most revocation lists a signer may send with their own certificate."""
+RSA_BITS = (2048, 8192)
+"""RSA key sizes accepted for a signer's own certificate (the placeholder is sized by key)."""
+SIGNING_EKUS = frozenset({
+    ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.CLIENT_AUTH,
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36"),  # id-kp-documentSigning (RFC 9336)
+    x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.12"),  # Microsoft document signing
+    x509.ObjectIdentifier("1.2.840.113583.1.1.5"),  # Adobe Authentic Documents Trust
+})
+"""With an extended key usage extension, a signer's certificate needs one of these (a
+person's certificate); a TLS server, code signing or timestamping one is refused."""
+
+
+@dataclass(frozen=True)
+class OutsideCertificate:
+    """A signer's own certificate, checked: valid now, theirs, and chained to a trusted
+    outside root with current revocation data."""
+
+    certificate: x509.Certificate
+    asn1: asn1_x509.Certificate
+    path: tuple[bytes, ...]
+    """DER of its issuers up to and including the trust root: they go into the CMS and,
+    with `crls`, into the document's DSS at B-LTA."""
+    crls: tuple[bytes, ...]
+    """DER of the given CRLs that a CA on the path issued and signed."""
+    matched: str
+    """What names the signer: "email" or "name"."""
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def certificate_emails(cert: x509.Certificate) -> list[str]:
+    """The e-mail addresses a certificate names: SAN rfc822Name and subject emailAddress."""
+    emails = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return emails
+    return [*san.get_values_for_type(x509.RFC822Name), *emails]
+
+
+def certificate_common_names(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def _load_der_certs(items: Sequence[bytes], what: str) -> list[x509.Certificate]:
+    try:
+        return [x509.load_der_x509_certificate(item) for item in items]
+    except ValueError as e:
+        raise ConsentError("bad_certificate", f"{what} is not a DER X.509 certificate") from e
+
+
+def _check_signing_key(cert: x509.Certificate) -> None:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ConsentError("certificate_key_unsupported",
+                           "the certificate's key is neither ECDSA P-256 nor RSA") from e
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name != "secp256r1":
+            raise ConsentError("certificate_key_unsupported",
+                               f"ECDSA keys must be P-256, not {key.curve.name}")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if not RSA_BITS[0] <= key.key_size <= RSA_BITS[1]:
+            raise ConsentError("certificate_key_unsupported",
+                               f"RSA keys must have {RSA_BITS[0]} to {RSA_BITS[1]} bits, "
+                               f"not {key.key_size}")
+    else:
+        raise ConsentError("certificate_key_unsupported",
+                           "the certificate's key is neither ECDSA P-256 nor RSA")
+
+
+def _check_usage(cert: x509.Certificate) -> None:
+    try:
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        basic = None
+    if basic is not None and basic.ca:
+        raise ConsentError("certificate_usage", "a CA certificate cannot sign a consent")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not (usage.digital_signature or usage.content_commitment):
+        raise ConsentError("certificate_usage", "the certificate's key usage allows neither "
+                           "digital signatures nor non-repudiation")
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not SIGNING_EKUS & set(eku):
+        raise ConsentError("certificate_usage", "the certificate is not for a person's "
+                           "signatures (its extended key usage)")
+
+
+async def check_outside_certificate(
+        cert_der: bytes, chain_der: Sequence[bytes], crls_der: Sequence[bytes],
+        trust_roots: Sequence[asn1_x509.Certificate], *, now: datetime, email: str | None,
+        name: str, same_name: Callable[[str, str], bool]) -> OutsideCertificate:
+    """Check a signer's own certificate (from a PKCS#12) before it may sign, offline.
+
+    It must: parse; not be a CA; name the signer (`email` in SAN rfc822Name or subject
+    emailAddress, or a common name `same_name` as `name`); be valid at `now`; carry an
+    ECDSA P-256 or RSA 2048-8192 key; allow digital signature or non-repudiation when
+    it has a key usage extension (and a person's purpose when it has an extended one);
+    chain through `chain_der` to one of `trust_roots`, every signature on the path
+    checked (pyhanko-certvalidator, no fetching); and not be revoked according to
+    `crls_der`, which must cover every certificate on the path below the root (the
+    document is to verify offline for years: what it cannot carry is refused now).
+    ConsentError with a stable code otherwise.
+    """
+    from pyhanko_certvalidator import CertificateValidator, ValidationContext
+    from pyhanko_certvalidator.errors import (
+        DisallowedAlgorithmError,
+        ExpiredError,
+        InsufficientRevinfoError,
+        NotYetValidError,
+        PathBuildingError,
+        PathValidationError,
+        RevokedError,
+        ValidationError,
+    )
+
+    if len(chain_der) > MAX_CHAIN or len(crls_der) > MAX_CRLS:
+        raise ConsentError("bad_certificate", f"send at most {MAX_CHAIN} chain certificates "
+                           f"and {MAX_CRLS} revocation lists")
+    (cert,) = _load_der_certs([cert_der], "the certificate")
+    chain = _load_der_certs(chain_der, "a chain certificate")
+    try:
+        crls = [x509.load_der_x509_crl(item) for item in crls_der]
+    except ValueError as e:
+        raise ConsentError("bad_crl", "a revocation list is not a DER X.509 CRL") from e
+    try:
+        _check_usage(cert)
+        emails = certificate_emails(cert)
+        names = certificate_common_names(cert)
+    except ValueError as e:  # a malformed extension
+        raise ConsentError("bad_certificate", "the certificate cannot be read") from e
+    wanted = (email or "").strip().casefold()
+    if wanted and any(e.strip().casefold() == wanted for e in emails):
+        matched = "email"
+    elif any(same_name(cn, name) for cn in names):
+        matched = "name"
+    else:
+        raise ConsentError("certificate_not_yours",
+                           "the certificate names neither your account's e-mail address "
+                           "nor your name")
+    if now < cert.not_valid_before_utc:
+        raise ConsentError("certificate_not_yet_valid", "the certificate is not valid yet")
+    if now >= cert.not_valid_after_utc:
+        raise ConsentError("certificate_expired", "the certificate has expired")
+    _check_signing_key(cert)
+    if not trust_roots:
+        raise ConsentError("certificate_untrusted",
+                           "this practice trusts no outside CA (signer_trust_roots)")
+
+    try:
+        leaf = to_asn1(cert)
+        context = ValidationContext(
+            trust_roots=list(trust_roots), other_certs=[to_asn1(c) for c in chain],
+            crls=list(crls_der), allow_fetching=False, revocation_mode="require", moment=now)
+        path = await CertificateValidator(
+            leaf, intermediate_certs=[to_asn1(c) for c in chain],
+            validation_context=context).async_validate_path()
+    except RevokedError as e:
+        raise ConsentError("certificate_revoked", "the certificate (or one of its issuers) "
+                           "has been revoked") from e
+    except InsufficientRevinfoError as e:
+        raise ConsentError("revocation_unknown", "send the current revocation list (CRL) of "
+                           "every CA on the certificate's chain") from e
+    except (ExpiredError, NotYetValidError) as e:
+        raise ConsentError("certificate_expired",
+                           "a certificate on the chain is not valid now") from e
+    except DisallowedAlgorithmError as e:
+        raise ConsentError("certificate_untrusted",
+                           "the chain uses an algorithm too weak to trust") from e
+    except (PathBuildingError, PathValidationError, ValidationError) as e:
+        raise ConsentError("certificate_untrusted", "the certificate does not chain to a CA "
+                           "this practice trusts") from e
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConsentError("bad_certificate", "the certificate chain cannot be read") from e
+
+    issuers = [c.dump() for c in path.iter_certs(include_root=True)][:-1]
+    issuer_certs = [x509.load_der_x509_certificate(der) for der in issuers]
+    kept: dict[bytes, None] = {}
+    for crl in crls:
+        for issuer in issuer_certs:
+            if crl.issuer == issuer.subject and _crl_signed_by(crl, issuer):
+                kept[crl.public_bytes(serialization.Encoding.DER)] = None
+    return OutsideCertificate(cert, leaf, tuple(issuers), tuple(kept), matched)
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    key = issuer.public_key()
+    if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+        return False
+    return crl.is_signature_valid(key)
 
 
 def make_timestamper(ca: PracticeCA, tsa_url: str = "") -> TimeStamper:

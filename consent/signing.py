@@ -2,7 +2,8 @@
 
     server  prepare(pdf, field, cert, role_info, certify)
               -> to_sign (DER signed attributes, ~220 bytes), state (plain bytes and ints)
-    client  ECDSA P-256 / SHA-256 over to_sign  (WebCrypto: raw r||s; DER accepted too)
+    client  ECDSA P-256 / SHA-256 over to_sign  (WebCrypto: raw r||s; DER accepted too),
+            or RSA PKCS#1 v1.5 / SHA-256 with a clinician's own certificate (a PKCS#12)
     server  finish(state, signature)
               checks the signature against the certificate's key, embeds it with an
               RFC 3161 timestamp (B-T); after the last empty field is signed: DSS with
@@ -24,7 +25,7 @@ import json
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -35,7 +36,7 @@ from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -125,16 +126,27 @@ class PreparedSignature:
     signer_cert: bytes
     final: bool
     """No empty signature field is left after this one: bring the document to B-LTA."""
+    chain: tuple[bytes, ...] = ()
+    """DER of an outside signer certificate's issuers (to the root): into the CMS."""
+    crls: tuple[bytes, ...] = ()
+    """DER of the CRLs covering that chain: into the DSS when the document reaches B-LTA."""
 
     def to_json(self) -> str:
-        return json.dumps({k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
-                           for k, v in asdict(self).items()})
+        def plain(v: Any) -> Any:
+            if isinstance(v, bytes):
+                return base64.b64encode(v).decode()
+            if isinstance(v, tuple):
+                return [plain(item) for item in v]
+            return v
+        return json.dumps({k: plain(v) for k, v in asdict(self).items()})
 
     @classmethod
     def from_json(cls, text: str) -> PreparedSignature:
         data = json.loads(text)
         for key in ("pdf", "document_digest", "signed_attrs", "signer_cert"):
             data[key] = base64.b64decode(data[key])
+        for key in ("chain", "crls"):  # absent in states written before they existed
+            data[key] = tuple(base64.b64decode(v) for v in data.get(key, ()))
         return cls(**data)
 
     def __repr__(self) -> str:
@@ -358,9 +370,14 @@ class ConsentSigner:
             role_info.meaning))
 
     async def prepare(self, pdf_bytes: bytes, field_name: str, signer_cert: asn1_x509.Certificate,
-                      role_info: SignerRoleInfo, certify: bool
+                      role_info: SignerRoleInfo, certify: bool, *,
+                      chain: Sequence[bytes] = (), crls: Sequence[bytes] = ()
                       ) -> tuple[bytes, PreparedSignature]:
-        """The DER signed attributes the client signs, and the state `finish` takes."""
+        """The DER signed attributes the client signs, and the state `finish` takes.
+
+        `signer_cert` is the practice CA's (no `chain`), or a signer's own certificate
+        from an outside CA, checked beforehand (`consent.pki.check_outside_certificate`),
+        with its issuers in `chain` and their revocation lists in `crls`."""
         try:  # one parse: the writer's reader answers the questions about the document
             writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
             existing = signature_fields(writer.prev)
@@ -389,11 +406,15 @@ class ConsentSigner:
             docmdp_permissions=fields.MDPPerm.FILL_FORMS if certify else fields.MDPPerm.NO_CHANGES,
             subfilter=fields.SigSeedSubFilter.PADES, reason=role_info.meaning,
             name=role_info.printed_name)
-        external = signers.ExternalSigner(signer_cert, self._registry, signature_value=72)
+        external = signers.ExternalSigner(signer_cert, self._registry_for(chain),
+                                          signature_value=signature_size(signer_cert))
         pdf_signer = _PdfASigner(meta, external, timestamper=self.timestamper, stamp_style=style)
         output = io.BytesIO()
+        # An outside chain travels in the CMS too: room for it (hex digits, twice over).
+        reserved = SIG_BYTES_RESERVED + 4 * sum(len(c) for c in chain) + (
+            4 * (len(signer_cert.dump()) + signature_size(signer_cert)) if chain else 0)
         prepared, _tbs, _ = await pdf_signer.async_digest_doc_for_signing(
-            writer, existing_fields_only=True, bytes_reserved=SIG_BYTES_RESERVED, output=output)
+            writer, existing_fields_only=True, bytes_reserved=reserved, output=output)
         # What `external.signed_attrs(..., use_pades=True)` returns (PAdES leaves the
         # signing time out), without its cost.
         to_sign = pades_signed_attrs(prepared.document_digest, signer_cert)
@@ -402,21 +423,30 @@ class ConsentSigner:
             document_digest=prepared.document_digest,
             reserved_region_start=prepared.reserved_region_start,
             reserved_region_end=prepared.reserved_region_end, signed_attrs=to_sign,
-            signer_cert=signer_cert.dump(), final=final)
+            signer_cert=signer_cert.dump(), final=final, chain=tuple(chain), crls=tuple(crls))
         return to_sign, state
 
-    async def finish(self, state: PreparedSignature, signature: bytes) -> bytes:
+    def _registry_for(self, chain: Sequence[bytes]) -> Any:
+        """The certificates a signature's CMS carries besides the signer's."""
+        if not chain:
+            return self._registry
+        return SimpleCertificateStore.from_certs(  # type: ignore[no-untyped-call]
+            [asn1_x509.Certificate.load(der) for der in chain])
+
+    async def finish(self, state: PreparedSignature, signature: bytes, *,
+                     extra_certs: Iterable[bytes] = (), extra_crls: Iterable[bytes] = ()
+                     ) -> bytes:
         """The signed document; ConsentError("bad_signature") if `signature` is not the
-        signer's over `state.signed_attrs` (nothing is embedded then)."""
+        signer's over `state.signed_attrs` (nothing is embedded then).
+
+        ECDSA P-256 (WebCrypto's r||s or DER) or RSA PKCS#1 v1.5 with SHA-256, by the
+        certificate's key. When this is the last signature, `extra_certs`/`extra_crls`
+        (validation data kept from earlier signers with outside certificates) go into
+        the DSS with this signer's own (`state.chain`, `state.crls`)."""
         cert = asn1_x509.Certificate.load(state.signer_cert)
-        sig_der = der_signature(signature)
-        public_key = _public_key(cert)
-        try:
-            public_key.verify(sig_der, state.signed_attrs, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise ConsentError("bad_signature",
-                               "the signature does not match the document and key") from None
-        external = signers.ExternalSigner(cert, self._registry, signature_value=sig_der)
+        sig_value = verify_signature(cert, signature, state.signed_attrs)
+        external = signers.ExternalSigner(cert, self._registry_for(state.chain),
+                                          signature_value=sig_value)
         signed_data = await external.async_sign_prescribed_attributes(
             MD, asn1_cms.CMSAttributes.load(state.signed_attrs), timestamper=self.timestamper)
         output = io.BytesIO(state.pdf)
@@ -425,16 +455,22 @@ class ConsentSigner:
         await PdfTBSDocument.async_finish_signing(output, prepared, signed_data)
         signed = output.getvalue()
         if state.final:
-            signed = await self.make_lta(signed)
+            signed = await self.make_lta(signed, extra_certs=(*extra_certs, *state.chain),
+                                         extra_crls=(*extra_crls, *state.crls))
         return signed
 
-    async def make_lta(self, pdf_bytes: bytes) -> bytes:
+    async def make_lta(self, pdf_bytes: bytes, *, extra_certs: Iterable[bytes] = (),
+                       extra_crls: Iterable[bytes] = ()) -> bytes:
         """B-LT then B-LTA: a DSS with every certificate and the CA's CRL, then a
-        document timestamp over all of it (one incremental revision)."""
+        document timestamp over all of it (one incremental revision).
+
+        `extra_certs` and `extra_crls` (DER) join them: the chains and revocation lists
+        of signers whose certificates an outside CA issued."""
         output = io.BytesIO(pdf_bytes)
         reader = PdfFileReader(output, strict=False)
         certs: dict[bytes, asn1_x509.Certificate] = {}
-        for cert in (self.ca.root_asn1, self.ca.tsa_cert_asn1):
+        for cert in (self.ca.root_asn1, self.ca.tsa_cert_asn1,
+                     *(asn1_x509.Certificate.load(der) for der in extra_certs)):
             certs[cert.sha256] = cert
         for sig in reader.embedded_signatures:
             # The signer's chain, and the chains of the TSAs (the built-in one or an
@@ -443,10 +479,11 @@ class ConsentSigner:
                 for choice in signed_data["certificates"] or ():
                     if choice.name == "certificate":
                         certs[choice.chosen.sha256] = choice.chosen
-        crl = asn1_crl.CertificateList.load(self.ca.current_crl_der())
+        crls = {der: asn1_crl.CertificateList.load(der)
+                for der in (self.ca.current_crl_der(), *extra_crls)}
         writer = IncrementalPdfFileWriter(output, strict=False)
         DocumentSecurityStore.supply_dss_in_writer(
-            writer, None, certs=list(certs.values()), crls=[crl])
+            writer, None, certs=list(certs.values()), crls=list(crls.values()))
         await PdfTimeStamper(self.timestamper).async_timestamp_pdf(
             writer, MD, None, in_place=True)  # its TSA's certificates: in the DSS already
         return output.getvalue()
@@ -469,14 +506,37 @@ def _timestamp_tokens(signer_info: asn1_cms.SignerInfo) -> Iterator[asn1_cms.Sig
                 yield token["content"]
 
 
-def _public_key(cert: asn1_x509.Certificate) -> ec.EllipticCurvePublicKey:
+def _public_key(cert: asn1_x509.Certificate) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     key = load_der_public_key(cert.public_key.dump())
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ConsentError("bad_public_key", "the signer's certificate is not ECDSA")
+    if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+        raise ConsentError("bad_public_key", "the signer's certificate is neither ECDSA nor RSA")
     return key
 
 
+def signature_size(cert: asn1_x509.Certificate) -> int:
+    """Bytes a signature by `cert`'s key takes in the CMS: 72 for P-256 DER (at most),
+    the modulus size for RSA."""
+    key = _public_key(cert)
+    return (key.key_size + 7) // 8 if isinstance(key, rsa.RSAPublicKey) else 72
+
+
+def verify_signature(cert: asn1_x509.Certificate, signature: bytes, signed_attrs: bytes) -> bytes:
+    """The signature value for the CMS (DER for ECDSA, as is for RSA), once it checks out
+    against `cert`'s key over `signed_attrs` with SHA-256; else ConsentError."""
+    key = _public_key(cert)
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, signed_attrs, padding.PKCS1v15(), hashes.SHA256())
+            return signature
+        sig_der = der_signature(signature)
+        key.verify(sig_der, signed_attrs, ec.ECDSA(hashes.SHA256()))
+        return sig_der
+    except InvalidSignature:
+        raise ConsentError("bad_signature",
+                           "the signature does not match the document and key") from None
+
+
 __all__ = ["ConsentSigner", "PreparedSignature", "der_signature", "pades_signed_attrs",
-           "signature_fields", "to_asn1"]
+           "signature_fields", "signature_size", "to_asn1", "verify_signature"]

@@ -185,10 +185,13 @@ async def _verify(pdf_bytes: bytes, trust_roots: list[asn1_x509.Certificate],
                 status = await async_validate_pdf_signature(
                     sig, signer_validation_context=context(ts_time),
                     ts_validation_context=context(ts_time),
-                    key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}))
+                    key_usage_settings=KeyUsageConstraints(key_usage=set()))
             report.intact = bool(status.intact)
             report.valid = bool(status.valid)
-            report.trusted = bool(status.trusted)
+            # The key usage is checked here: pyHanko's check refuses a certificate
+            # without the extension, which RFC 5280 leaves unrestricted.
+            report.trusted = bool(status.trusted) and (
+                is_timestamp or _may_sign(sig.signer_cert))
             report.coverage = _level_name(status.coverage)
             report.modification_level = _level_name(status.modification_level)
             report.docmdp_ok = status.docmdp_ok
@@ -213,6 +216,17 @@ async def _verify(pdf_bytes: bytes, trust_roots: list[asn1_x509.Certificate],
     return Report(*_bottom_line(reports), pades_level=level, signatures=reports)
 
 
+SIGNING_KEY_USAGES = frozenset({"digital_signature", "non_repudiation"})
+
+
+def _may_sign(cert: asn1_x509.Certificate) -> bool:
+    """Whether a signer's certificate is for signatures: digital signature or
+    non-repudiation in its key usage, or no key usage extension (unrestricted, RFC 5280),
+    as `consent.pki.check_outside_certificate` accepts it at signing."""
+    usage = cert.key_usage_value
+    return usage is None or bool(SIGNING_KEY_USAGES & set(usage.native))
+
+
 def _problem(report: SignatureReport, status: Any) -> str:
     if not report.intact:
         return "the signed bytes were changed after signing"
@@ -221,6 +235,8 @@ def _problem(report: SignatureReport, status: Any) -> str:
     if report.docmdp_ok is False:
         return f"changes after this signature were not allowed ({report.modification_level})"
     if not report.trusted:
+        if status.trusted:
+            return "the signer's certificate is not for signatures (its key usage)"
         indic = getattr(status, "trust_problem_indic", None)
         return f"the signer's certificate is not trusted ({_level_name(indic)})"
     if report.kind == "signature" and not report.timestamped:

@@ -22,7 +22,7 @@ from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.hub import Hub
 from telehealth.visit_notes import VisitNotes
-from web import api, clinician_pages, consent_api, consent_pages, notes_api, pages
+from web import api, clinician_pages, consent_api, consent_pages, note_pages, notes_api, pages
 from web.keys import SERVICES
 from web.render import STATIC
 from web.security import errors_and_headers
@@ -58,6 +58,7 @@ def build_app(
     app.router.add_routes(consent_api.routes)
     app.router.add_routes(consent_pages.routes)
     app.router.add_routes(notes_api.routes)
+    app.router.add_routes(note_pages.routes)
     app.router.add_routes(clinician_pages.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC, append_version=False)

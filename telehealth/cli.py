@@ -199,8 +199,9 @@ async def cmd_visit_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_consent_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """Verify a signed PDF offline against the practice CA (or `--trust`); 0 when good."""
-    from consent.pki import CA_DIR, load_trust_root
+    """Verify a signed PDF offline against the practice CA and the outside signer roots
+    (`signer_trust_roots`), or only `--trust`; 0 when good."""
+    from consent.pki import CA_DIR, load_trust_root, load_trust_roots
     from consent.verify import verify
 
     root_file = Path(args.trust) if args.trust else settings.data_dir / CA_DIR / "ca-cert.pem"
@@ -211,7 +212,10 @@ async def cmd_consent_verify(args: argparse.Namespace, settings: Settings) -> in
         pdf = Path(args.file).read_bytes()  # noqa: ASYNC240 (a CLI: nothing else runs)
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
-    report = await verify(pdf, [load_trust_root(root_file)])
+    roots = [load_trust_root(root_file)]
+    if not args.trust:  # the practice CA and the outside CAs clinicians may sign with
+        roots += load_trust_roots(settings.signer_trust_roots)
+    report = await verify(pdf, roots)
     lines = [f"bottom line: {report.bottom_line}" + (f" ({report.reason})" if report.reason
                                                       else "")]
     if report.pades_level:
@@ -298,18 +302,39 @@ async def cmd_consent_renew(args: argparse.Namespace, settings: Settings) -> int
     return await _with_services(settings, work)
 
 
+def _p12_key(args: argparse.Namespace) -> Any:
+    """The clinician's own key and certificate from `--p12`, the password from the
+    environment variable `--p12-password-env` names (never from a flag's value)."""
+    from telehealth.sign_cli import Pkcs12Key
+
+    password = None
+    if args.p12_password_env:
+        value = os.environ.get(args.p12_password_env)
+        if value is None:
+            raise CliError(f"--p12-password-env: {args.p12_password_env} is not set")
+        password = value.encode()
+    return Pkcs12Key.load(args.p12, password, args.crl or ())
+
+
 async def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
-    """Sign a consent over HTTP as the browser does, with a key made here."""
+    """Sign a consent over HTTP as the browser does, with a key made here (or, as the
+    clinician, with their own from a PKCS#12: `--p12`)."""
     from telehealth.sign_cli import SignError, sign_as_clinician, sign_link
 
     try:
+        if (args.p12 or args.crl or args.p12_password_env) and not args.consent:
+            raise CliError("--p12, --p12-password-env and --crl are for the clinician "
+                           "(--consent ID)")
+        if args.crl and not args.p12:
+            raise CliError("--crl comes with --p12")
         if args.consent:
             token = args.api_token or os.environ.get("TELEHEALTH_API_TOKEN", "")
             if not token:
                 raise CliError("signing as the clinician needs --api-token (or "
                                "TELEHEALTH_API_TOKEN)")
+            p12 = _p12_key(args) if args.p12 else None
             result = await sign_as_clinician(args.server or settings.base_url, args.consent,
-                                             api_token=token, typed_name=args.name)
+                                             api_token=token, typed_name=args.name, p12=p12)
         elif args.link:
             result = await sign_link(args.link, dob=args.dob, name=args.name,
                                      typed_name=args.typed_name)
@@ -489,7 +514,8 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True)
     cv = consent.add_parser("verify", help="verify a signed PDF offline; exit 0 when good")
     cv.add_argument("file")
-    cv.add_argument("--trust", help="a PEM trust root instead of the practice CA")
+    cv.add_argument("--trust", help="a PEM trust root instead of the practice CA and the "
+                                    "signer_trust_roots")
     _common(cv)
     cv.set_defaults(run=cmd_consent_verify)
 
@@ -524,6 +550,14 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--consent", help="sign this consent id as its clinician")
     sign.add_argument("--api-token", help="the clinician's API token (or TELEHEALTH_API_TOKEN)")
     sign.add_argument("--server", help="the service's URL for --consent (default public URL)")
+    sign.add_argument("--p12", metavar="FILE",
+                      help="with --consent: sign with your own key and certificate from an "
+                           "outside CA (PKCS#12); the key stays here")
+    sign.add_argument("--p12-password-env", metavar="VAR",
+                      help="the environment variable holding the PKCS#12's password")
+    sign.add_argument("--crl", metavar="FILE", action="append",
+                      help="a CRL (DER or PEM) of a CA on your certificate's chain; repeat "
+                           "for each CA")
     _common(sign)
     sign.set_defaults(run=cmd_sign)
 

@@ -92,6 +92,10 @@ class Settings:
     """Age from which a patient signs their own consents."""
     tsa_url: str = ""
     """An outside RFC 3161 timestamp authority; empty = the practice's built-in one."""
+    signer_trust_roots: tuple[str, ...] = ()
+    """PEM files of outside CAs whose certificates clinicians may sign consents with (a
+    PKCS#12 of their own instead of a key the practice CA certifies); verification
+    trusts them too. Empty = clinicians sign only with practice-CA certificates."""
     timezone: str = "UTC"
     """IANA zone that signature appearances and certificates print times in."""
     archive_renew_days: int = 90
@@ -103,7 +107,6 @@ class Settings:
     """CPT modifier for synchronous audio-video (some payers want GT; empty for none)."""
     audio_only_modifier: str = "93"
     """CPT modifier for audio-only (FQ for rural and federally qualified health centers)."""
-    """`consent renew-archive` renews archive timestamps this close to their TSA's expiry."""
     session_idle_s: int = 30 * 60
     """A clinician's web session ends after this long without activity."""
     api_token_ttl_days: int = 365

@@ -23,9 +23,20 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from asn1crypto import x509 as asn1_x509  # type: ignore[import-untyped]
+
 from consent.document import TemplateLibrary, render_consent, render_disclosure, render_html
 from consent.errors import ConsentError
-from consent.pki import CA_DIR, PracticeCA, make_timestamper
+from consent.pki import (
+    CA_DIR,
+    MAX_CHAIN,
+    MAX_CRLS,
+    OutsideCertificate,
+    PracticeCA,
+    check_outside_certificate,
+    load_trust_roots,
+    make_timestamper,
+)
 from consent.signing import ConsentSigner, PreparedSignature
 from consent.verify import Report, timestamp_times, verify
 from consent.workflow import (
@@ -43,7 +54,7 @@ from consent.workflow import (
     plan_signatures,
 )
 from telehealth.auth import AuthError, ConsentClaims, Signer
-from telehealth.config import Settings
+from telehealth.config import ConfigError, Settings
 from telehealth.db.consent_store import OPEN_STATUSES, ConsentStore
 from telehealth.db.store import Store, new_id
 from telehealth.db.tables import (
@@ -70,6 +81,25 @@ SIGNING_S = 10 * 60
 """A prepared signature waits this long for the signer's device."""
 CERT_HOURS = 1.0
 """Signer certificates live this long: they sign one document, now."""
+SIGNATURE_B64_LIMIT = 1400
+"""Longest base64 signature taken: RSA-8192 (1,024 bytes) from a clinician's own key."""
+CERT_B64_LIMIT = 16 * 1024
+CRL_B64_LIMIT = 256 * 1024
+"""As large as a request may be (`client_max_size`): a CRL this big is sent alone."""
+_CERTIFICATE_ACTIONS = {
+    "certificate_untrusted": "Sign with a certificate from a CA the practice trusts (its root "
+                             "in TELEHEALTH_SIGNER_TRUST_ROOTS), and send the CA certificates "
+                             "between it and yours.",
+    "certificate_expired": "Renew your certificate with your CA.",
+    "certificate_not_yet_valid": "Wait until your certificate becomes valid.",
+    "certificate_not_yours": "Use the certificate issued for your account's e-mail address "
+                             "or your name.",
+    "certificate_revoked": "Your certificate was revoked: sign with another one.",
+    "revocation_unknown": "Send your CA's current revocation list (telehealth sign --crl).",
+    "certificate_usage": "Use your signing certificate.",
+    "certificate_key_unsupported": "Use an ECDSA P-256 or RSA (2048 bits or more) "
+                                   "certificate.",
+}
 DEFAULT_TEMPLATE = "telehealth-informed-consent"
 
 
@@ -101,6 +131,33 @@ def b64_field(value: Any, name: str, limit: int = 4096) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise VisitError("invalid_field", f"'{name}' must be base64 text.") from None
+
+
+def b64_list(value: Any, name: str, most: int, limit: int) -> list[bytes]:
+    """A JSON list of at most `most` base64 strings (None = empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > most:
+        raise VisitError("invalid_field", f"'{name}' must be a list of at most {most} "
+                                          "base64 strings.")
+    return [b64_field(item, name, limit) for item in value]
+
+
+def kept_validation(plan: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
+    """The certificates and CRLs (DER) kept with a consent for its DSS at B-LTA: those of
+    signers whose certificate an outside CA issued."""
+    kept = plan.get("validation") or {}
+    return ([base64.b64decode(c) for c in kept.get("certs", ())],
+            [base64.b64decode(c) for c in kept.get("crls", ())])
+
+
+def with_validation(plan: dict[str, Any], certs: Sequence[bytes],
+                    crls: Sequence[bytes]) -> dict[str, Any]:
+    """`plan` with `certs` and `crls` added to what it keeps for the DSS (no repeats)."""
+    old_certs, old_crls = kept_validation(plan)
+    return {**plan, "validation": {
+        "certs": [base64.b64encode(c).decode() for c in dict.fromkeys([*old_certs, *certs])],
+        "crls": [base64.b64encode(c).decode() for c in dict.fromkeys([*old_crls, *crls])]}}
 
 
 def _slots(doc: ConsentDocument) -> list[dict[str, Any]]:
@@ -169,9 +226,22 @@ class Consents:
         return ConsentSigner(self.ca, timestamper=make_timestamper(self.ca, self.settings.tsa_url),
                              tz=self.settings.zone(), now=self.clock)
 
+    @cached_property
+    def outside_roots(self) -> list[asn1_x509.Certificate]:
+        """The outside CAs clinicians' own certificates may chain to (signer_trust_roots)."""
+        try:
+            return load_trust_roots(self.settings.signer_trust_roots)
+        except ConsentError as e:
+            raise ConfigError(f"TELEHEALTH_SIGNER_TRUST_ROOTS: {e.message}") from None
+
+    def trust_roots(self) -> list[asn1_x509.Certificate]:
+        """What verification trusts: the practice root and the outside signer roots."""
+        return [self.ca.root_asn1, *self.outside_roots]
+
     async def start(self) -> None:
-        """Create the CA, TSA and appearance font now rather than on the first signature."""
-        await asyncio.to_thread(lambda: self.signer)
+        """Create the CA, TSA and appearance font now rather than on the first signature;
+        read the outside trust roots (a wrong path stops the start)."""
+        await asyncio.to_thread(lambda: (self.signer, self.outside_roots))
 
     # ---- reading -------------------------------------------------------------------
 
@@ -415,12 +485,28 @@ class Consents:
     # ---- signing -------------------------------------------------------------------
 
     async def prepare(self, doc: ConsentDocument, role: str, *, public_key: Any,
-                      typed_name: Any, requester: Requester, email: str | None = None
+                      typed_name: Any, requester: Requester, email: str | None = None,
+                      certificate: Any = None, chain: Any = None, crls: Any = None
                       ) -> dict[str, Any]:
-        """Issue the signer's certificate and prepare the bytes their key signs."""
+        """Issue the signer's certificate and prepare the bytes their key signs.
+
+        A clinician may instead send a certificate of their own from an outside CA
+        (`certificate`, its issuers in `chain`, their CRLs in `crls`; base64 DER): it
+        must be valid now, name them (`email`, their account's, or their name) and
+        chain to one of `signer_trust_roots`. Patients and representatives always sign
+        with a device key the practice CA certifies."""
         if doc.status == "revoked":
             raise VisitError("consent_revoked", "This consent was withdrawn.")
         slot_json = self._slot_for(doc, role)
+        own_certificate = certificate is not None or chain is not None or crls is not None
+        if own_certificate and role != "clinician":
+            raise VisitError("certificate_not_allowed",
+                             "Only a clinician may sign with a certificate of their own.",
+                             "Sign on this device: the practice certifies its key.")
+        if own_certificate and public_key is not None:
+            raise VisitError("invalid_field", "Send 'public_key' or 'certificate', not both.")
+        if own_certificate and certificate is None:
+            raise VisitError("invalid_field", "'chain' and 'crls' come with a 'certificate'.")
         plan = plan_of(doc)
         signed = [s["field"] for s in _slots(doc) if s["signed_at"]]
         try:
@@ -437,11 +523,29 @@ class Consents:
                                                             slot.signer.printed_name):
             raise VisitError("name_mismatch",
                              "Type your full name exactly as it appears on the form.")
-        key = b64_field(public_key, "public_key")
-        issued = self.ca.issue_signer_certificate(key, slot.signer.printed_name, role,
-                                                  email=email, hours=CERT_HOURS)
-        to_sign, state = await self.signer.prepare(doc.pdf, slot.field_name, issued.asn1,
-                                                   slot.signer, slot.certify)
+        path: tuple[bytes, ...] = ()
+        revocation: tuple[bytes, ...] = ()
+        if certificate is not None:
+            outside = await self._outside_certificate(certificate, chain, crls,
+                                                      slot.signer.printed_name, email)
+            signer_cert, cert_der = outside.asn1, outside.der
+            serial = outside.certificate.serial_number
+            path, revocation = outside.path, outside.crls
+            source: dict[str, Any] = {
+                "certificate_source": "pkcs12",
+                "certificate_subject": outside.certificate.subject.rfc4514_string(),
+                "certificate_issuer": outside.certificate.issuer.rfc4514_string(),
+                "certificate_matched_by": outside.matched}
+        else:
+            key = b64_field(public_key, "public_key")
+            issued = self.ca.issue_signer_certificate(key, slot.signer.printed_name, role,
+                                                      email=email, hours=CERT_HOURS)
+            signer_cert, cert_der = issued.asn1, issued.der
+            serial = issued.certificate.serial_number
+            source = {"certificate_source": "practice_ca"}
+        to_sign, state = await self.signer.prepare(doc.pdf, slot.field_name, signer_cert,
+                                                   slot.signer, slot.certify, chain=path,
+                                                   crls=revocation)
         now = self.clock()
         signing = ConsentSigning(id=new_id(), document_id=doc.id, field_name=slot.field_name,
                                  base_revision=doc.revision, state=state.to_json(),
@@ -450,11 +554,24 @@ class Consents:
         await self.audit.append_audit(
             at=now, actor=requester.actor, action="consent.certificate_issued",
             subject=f"consent:{doc.id}", detail=requester.detail(
-                field=slot.field_name, certificate_serial=format(issued.certificate.serial_number,
-                                                                 "x"),
-                certificate_sha256=hashlib.sha256(issued.der).hexdigest()))
+                field=slot.field_name, certificate_serial=format(serial, "x"),
+                certificate_sha256=hashlib.sha256(cert_der).hexdigest(), **source))
         return {"signing_id": signing.id, "to_sign": base64.b64encode(to_sign).decode(),
-                "certificate": base64.b64encode(issued.der).decode()}
+                "certificate": base64.b64encode(cert_der).decode()}
+
+    async def _outside_certificate(self, certificate: Any, chain: Any, crls: Any,
+                                   printed_name: str, email: str | None
+                                   ) -> OutsideCertificate:
+        cert_der = b64_field(certificate, "certificate", CERT_B64_LIMIT)
+        chain_der = b64_list(chain, "chain", MAX_CHAIN, CERT_B64_LIMIT)
+        crls_der = b64_list(crls, "crls", MAX_CRLS, CRL_B64_LIMIT)
+        try:
+            return await check_outside_certificate(
+                cert_der, chain_der, crls_der, self.outside_roots, now=self.clock(),
+                email=email, name=printed_name, same_name=same_name)
+        except ConsentError as e:
+            raise VisitError(e.code, f"Your certificate cannot sign: {e.message}.",
+                             _CERTIFICATE_ACTIONS.get(e.code, "")) from None
 
     async def finish(self, doc: ConsentDocument, role: str, *, signing_id: Any, signature: Any,
                      requester: Requester) -> ConsentDocument:
@@ -478,15 +595,16 @@ class Consents:
             raise VisitError("signing_conflict", "This consent changed since you began signing.",
                              "Open it again.")
         state = PreparedSignature.from_json(signing.state)
-        signed_pdf = await self.signer.finish(state, b64_field(signature, "signature", 512))
+        kept_certs, kept_crls = kept_validation(doc.plan)
+        signed_pdf = await self.signer.finish(
+            state, b64_field(signature, "signature", SIGNATURE_B64_LIMIT),
+            extra_certs=kept_certs, extra_crls=kept_crls)
         digest = hashlib.sha256(signed_pdf).hexdigest()
         slots = [dict(s) for s in _slots(doc)]
         for s in slots:
             if s["field"] == slot["field"]:
                 s["signed_at"] = now.isoformat()
         complete = is_complete(plan_of(doc), [s["field"] for s in slots if s["signed_at"]])
-        from asn1crypto import x509 as asn1_x509  # type: ignore[import-untyped]
-
         cert = asn1_x509.Certificate.load(state.signer_cert)
         serial = format(cert.serial_number, "x")
         revision = ConsentRevision(
@@ -494,8 +612,11 @@ class Consents:
             field_name=slot["field"], signer_role=role, certificate_serial=serial,
             certificate_sha256=hashlib.sha256(state.signer_cert).hexdigest(),
             sha256=digest, prev_sha256=doc.sha256, pdf=signed_pdf)
+        plan = {**doc.plan, "slots": slots}
+        if state.chain or state.crls:  # an outside certificate: for the DSS at B-LTA
+            plan = with_validation(plan, state.chain, state.crls)
         values: dict[str, Any] = {
-            "plan": {**doc.plan, "slots": slots},
+            "plan": plan,
             "status": "complete" if complete else "awaiting_patient",
             "completed_at": now if complete else None}
         await self.store.store_revision(
@@ -503,6 +624,7 @@ class Consents:
             actor=requester.actor, signing_id=signing.id, detail=requester.detail(
                 field=slot["field"], role=role, sha256_before=doc.sha256, sha256_after=digest,
                 certificate_serial=serial, complete=complete,
+                certificate_source="pkcs12" if state.chain else "practice_ca",
                 pades_level="B-LTA" if complete else "B-T"))
         return await self.get(doc.id)
 
@@ -524,7 +646,7 @@ class Consents:
     # ---- afterwards ----------------------------------------------------------------
 
     async def verify(self, pdf: bytes) -> Report:
-        return await verify(pdf, [self.ca.root_asn1], [self.ca.current_crl_der()])
+        return await verify(pdf, self.trust_roots(), [self.ca.current_crl_der()])
 
     async def renew_archives(self, *, margin: timedelta, requester: Requester
                              ) -> list[dict[str, Any]]:

@@ -120,7 +120,8 @@ async def signer_prepare(request: web.Request) -> web.Response:
     body = await json_body(request)
     prepared = await services(request).consents.prepare(
         doc, session.role, public_key=body.get("public_key"), typed_name=body.get("typed_name"),
-        requester=requester_of(request, _signer(session)))
+        requester=requester_of(request, _signer(session)), certificate=body.get("certificate"),
+        chain=body.get("chain"), crls=body.get("crls"))  # refused: a clinician's option only
     return web.json_response(prepared)
 
 
@@ -268,7 +269,8 @@ async def clinician_prepare(request: web.Request) -> web.Response:
     me = clinician(request)
     prepared = await services(request).consents.prepare(
         doc, "clinician", public_key=body.get("public_key"), typed_name=body.get("typed_name"),
-        requester=_me(request), email=me.email)
+        requester=_me(request), email=me.email, certificate=body.get("certificate"),
+        chain=body.get("chain"), crls=body.get("crls"))
     return web.json_response(prepared)
 
 

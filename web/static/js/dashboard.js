@@ -195,6 +195,7 @@ function actions(v, time) {
       : h("button", { type: "button", class: "quiet small danger-text", "data-key": `${v.id}:cancel`, "aria-label": `Cancel the visit with ${who}`, onclick: () => finish(v, "cancel", time) }, "Cancel visit"));
   } else {
     list.push(h("a", { class: "button secondary small", href: summaryUrl(v.id), "aria-label": `Summary of the visit with ${who}` }, "Summary"));
+    if (v.status === "ended") list.push(h("a", { class: "button secondary small", href: `/visits/${v.id}/note`, "aria-label": `Progress note for the visit with ${who}` }, "Note"));
   }
   return h("div", { class: "row-actions" }, list);
 }
