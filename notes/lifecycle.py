@@ -70,11 +70,11 @@ def carry_forward(fmt: NoteFormat, last_sections: Mapping[str, str]) -> Draft:
 
 def check_signable(status: str, fmt: NoteFormat, draft: Draft) -> None:
     check_editable(status)
-    empty = [s.title for s in fmt.sections if not draft.sections.get(s.key, "").strip()]
+    empty = [s for s in fmt.sections if not draft.sections.get(s.key, "").strip()]
     if empty:
-        raise NotesError("sections_empty", f"Write the {', '.join(empty)} section"
-                         f"{'s' if len(empty) > 1 else ''} before signing.",
-                         sections=empty)
+        raise NotesError("sections_empty", f"Write the {', '.join(s.title for s in empty)} "
+                         f"section{'s' if len(empty) > 1 else ''} before signing.",
+                         sections=[s.key for s in empty])
     if draft.carried:
         titles = [s.title for s in fmt.sections if s.key in draft.carried]
         raise NotesError("carried_unreviewed",

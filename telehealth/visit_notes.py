@@ -146,14 +146,15 @@ class VisitNotes:
         if version != note.version:
             raise NotesError("note_changed", "This note changed in another window; reload it.")
         fmt = self.formats.get(str(body.get("format", note.format)))
-        sections = note.sections
+        sections, carried = note.sections, tuple(note.carried)
         if fmt.id != note.format:  # keep what fits the new format's sections
             sections = {k: note.sections.get(k, "") for k in fmt.keys}
+            carried = tuple(k for k in carried if k in fmt.keys)
         changes = body.get("sections") or {}
         reviewed = body.get("reviewed") or []
         if not isinstance(changes, dict) or not isinstance(reviewed, list):
             raise NotesError("invalid_field", "'sections' is an object, 'reviewed' a list.")
-        draft = edit(note.status, fmt, Draft(sections, tuple(note.carried)), changes,
+        draft = edit(note.status, fmt, Draft(sections, carried), changes,
                      [str(r) for r in reviewed])
         values: dict[str, Any] = {"format": fmt.id, "sections": draft.sections,
                                   "carried": list(draft.carried)}

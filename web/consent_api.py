@@ -265,8 +265,10 @@ async def certificate(request: web.Request) -> web.Response:
 @require_clinician
 async def clinician_prepare(request: web.Request) -> web.Response:
     doc = await managed_consent(request)
-    body = await json_body(request)
     me = clinician(request)
+    if doc.clinician_id != me.id:
+        raise VisitError("forbidden", "Only the clinician who issued this consent signs it.")
+    body = await json_body(request)
     prepared = await services(request).consents.prepare(
         doc, "clinician", public_key=body.get("public_key"), typed_name=body.get("typed_name"),
         requester=_me(request), email=me.email, certificate=body.get("certificate"),

@@ -23,8 +23,10 @@ routes = web.RouteTableDef()
 BASE = "/api/v1/visits/{visit_id}/note"
 
 
-async def note_visit(request: web.Request) -> tuple[Visit, Note]:
-    """The visit and its note (drafted now if it has none), for a clinician who may see it."""
+async def note_visit(request: web.Request, *, write: bool = False) -> tuple[Visit, Note]:
+    """The visit and its note (drafted now if it has none), for a clinician who may see
+    it; with `write`, only for the visit's own clinicians (the supervisor reads and
+    co-signs, and has no psychotherapy note of their own on it)."""
     svc = services(request)
     me = clinician(request)
     visit = await svc.store.visit(request.match_info["visit_id"])
@@ -38,6 +40,8 @@ async def note_visit(request: web.Request) -> tuple[Visit, Note]:
     author = await svc.store.clinician(note.author_id) if note else None
     if note is None or author is None or author.supervisor_id != me.id:
         raise VisitError("not_found", "No such visit.")  # someone else's: as if missing
+    if write:
+        raise VisitError("forbidden", "As the supervisor you read and co-sign this note.")
     return visit, note
 
 
@@ -56,7 +60,7 @@ async def show(request: web.Request) -> web.Response:
 @routes.put(BASE)
 @require_clinician
 async def save(request: web.Request) -> web.Response:
-    _, note = await note_visit(request)
+    _, note = await note_visit(request, write=True)
     svc = services(request)
     me = _me(request)
     note = await svc.notes.save(note, await json_body(request), me)
@@ -67,7 +71,7 @@ async def save(request: web.Request) -> web.Response:
 @routes.post(BASE + "/carry-forward")
 @require_clinician
 async def carry_forward(request: web.Request) -> web.Response:
-    _, note = await note_visit(request)
+    _, note = await note_visit(request, write=True)
     svc = services(request)
     me = _me(request)
     note = await svc.notes.start_from_last(note, me)
@@ -101,7 +105,7 @@ async def finish(request: web.Request) -> web.Response:
 @routes.post(BASE + "/addenda")
 @require_clinician
 async def addendum(request: web.Request) -> web.Response:
-    _, note = await note_visit(request)
+    _, note = await note_visit(request, write=True)
     body = await json_body(request)
     svc = services(request)
     me = _me(request)
@@ -135,7 +139,7 @@ async def fhir(request: web.Request) -> web.Response:
 @routes.get("/api/v1/visits/{visit_id}/psychotherapy-note")
 @require_clinician
 async def private_note(request: web.Request) -> web.Response:
-    visit, _ = await note_visit(request)
+    visit, _ = await note_visit(request, write=True)
     text = await services(request).notes.private_note(visit, clinician(request))
     return web.json_response({"text": text})
 
@@ -143,7 +147,7 @@ async def private_note(request: web.Request) -> web.Response:
 @routes.put("/api/v1/visits/{visit_id}/psychotherapy-note")
 @require_clinician
 async def save_private_note(request: web.Request) -> web.Response:
-    visit, _ = await note_visit(request)
+    visit, _ = await note_visit(request, write=True)
     body = await json_body(request)
     await services(request).notes.save_private_note(visit, clinician(request), body.get("text"))
     return web.json_response({"ok": True})

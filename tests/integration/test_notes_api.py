@@ -193,6 +193,13 @@ async def test_supervisor_co_signs(server: Running) -> None:
     status, note = await call(server, "GET", base, token)
     assert note["header"]["code"] == "90837" and note["header"]["place_of_service"] == "02"
     await call(server, "PUT", base, token, {"version": note["version"], "sections": SECTIONS})
+    # The supervisor reads, but does not write the trainee's note or a private note on it.
+    status, body = await call(server, "PUT", base, supervisor_token,
+                              {"version": note["version"] + 1, "sections": {"plan": "x"}})
+    assert status == 403, body
+    status, _ = await call(server, "GET", f"/api/v1/visits/{created.visit.id}/psychotherapy-note",
+                           supervisor_token)
+    assert status == 403
     # The supervisor cannot sign before the trainee.
     status, body = await sign(server, created.visit.id, supervisor_token, "Sam Supervisor")
     assert status == 403, body

@@ -838,6 +838,11 @@ function savePrivate() {
 function setUpPrivate() {
   const panel = $("private-note");
   const area = $("private-text");
+  if (ROLE === "supervisor") { // a supervisor reads and co-signs; the private note is the visit's clinicians'
+    panel.hidden = true;
+    $("private-jump").hidden = true;
+    return;
+  }
   panel.addEventListener("toggle", () => { if (panel.open) loadPrivate(); });
   area.addEventListener("input", () => {
     priv.dirty = true;
