@@ -107,6 +107,9 @@ class Settings:
     """CPT modifier for synchronous audio-video (some payers want GT; empty for none)."""
     audio_only_modifier: str = "93"
     """CPT modifier for audio-only (FQ for rural and federally qualified health centers)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of the reverse proxies (nginx) whose X-Forwarded-For names the client:
+    the audit trail then records the signer's address, not the proxy's."""
     session_idle_s: int = 30 * 60
     """A clinician's web session ends after this long without activity."""
     api_token_ttl_days: int = 365

@@ -716,8 +716,4 @@ class Consents:
             return await asyncio.to_thread(render_certificate, record, self.settings.zone())
 
 
-def clinician_requester(clinician: Clinician, ip: str = "", user_agent: str = "") -> Requester:
-    return Requester(f"clinician:{clinician.id}", ip, user_agent)
-
-
-__all__ = ["CLINICIAN_FIELD", "ConsentSession", "Consents", "Requester", "clinician_requester"]
+__all__ = ["CLINICIAN_FIELD", "ConsentSession", "Consents", "Requester"]

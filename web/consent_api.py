@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from telehealth.consents import SESSION_S, ConsentSession, Requester, clinician_requester
+from telehealth.consents import SESSION_S, ConsentSession, Requester
 from telehealth.db.tables import ConsentDocument
 from telehealth.visits import VisitError
 from web.api import json_body, managed_visit
@@ -25,8 +25,22 @@ DOCUMENT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
 """The consent's own HTML, shown in an iframe: no script at all, framed only by us."""
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind a trusted proxy the nearest address in
+    X-Forwarded-For that is not itself a trusted proxy."""
+    trusted = services(request).settings.trusted_proxies
+    peer = request.remote or ""
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if hop not in trusted:
+            return hop[:64]
+    return peer
+
+
 def requester_of(request: web.Request, actor: str) -> Requester:
-    return Requester(actor, request.remote or "", request.headers.get("User-Agent", ""))
+    return Requester(actor, client_address(request), request.headers.get("User-Agent", ""))
 
 
 def set_consent_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
@@ -189,9 +203,7 @@ async def issue(request: web.Request) -> web.Response:
         raise VisitError("invalid_field", "'template_id' must be text.")
     me = clinician(request)
     consents = services(request).consents
-    doc, created = await consents.issue(
-        visit, me, clinician_requester(me, request.remote or "",
-                                       request.headers.get("User-Agent", "")), template_id)
+    doc, created = await consents.issue(visit, me, _me(request), template_id)
     return web.json_response({"consent": consents.summary(doc, with_link=True)},
                              status=201 if created else 200)
 
@@ -219,8 +231,7 @@ async def managed_consent(request: web.Request) -> ConsentDocument:
 
 
 def _me(request: web.Request) -> Requester:
-    return clinician_requester(clinician(request), request.remote or "",
-                               request.headers.get("User-Agent", ""))
+    return requester_of(request, f"clinician:{clinician(request).id}")
 
 
 @routes.get("/api/v1/consents/{consent_id}")

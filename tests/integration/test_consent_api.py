@@ -256,3 +256,23 @@ async def test_verify_upload(server: Running) -> None:
                                 headers={"Content-Type": "application/pdf"}) as resp:
         body = await resp.json()
     assert resp.status == 200 and body["bottom_line"] != "good"
+
+
+async def test_the_audit_names_the_client_behind_a_trusted_proxy(server: Running) -> None:
+    clinician, token = await server.clinician()
+    created = await server.visit(clinician)
+    forwarded = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "203.0.113.9"}
+    path = f"{server.url}/api/v1/visits/{created.visit.id}/consents"
+    async with server.http.post(path, json={}, headers=forwarded) as resp:
+        first = (await resp.json())["consent"]["id"]
+    # Not behind a trusted proxy: the header is the client's say-so and is ignored.
+    entries = await server.services.store.audit_for(f"consent:{first}")
+    assert entries[-1].detail["ip"] == "127.0.0.1"
+    svc = server.services
+    svc.settings = replace(svc.settings, trusted_proxies=("127.0.0.1",))
+    async with server.http.get(f"{server.url}/api/v1/consents/{first}/pdf",
+                               headers=forwarded) as resp:
+        assert resp.status == 200
+    entries = await svc.store.audit_for(f"consent:{first}")
+    assert entries[-1].action == "consent.downloaded"
+    assert entries[-1].detail["ip"] == "203.0.113.9"
