@@ -209,7 +209,10 @@ class Consents:
         self.audit = store
         self.links = signer
         self.clock = clock
-        self.library = TemplateLibrary()
+        practice_templates = settings.data_dir / "templates" / "consent"
+        self.library = TemplateLibrary(
+            [practice_templates] if (practice_templates / "index.json").exists() else [])
+        """Built-in templates plus the practice's own in <data_dir>/templates/consent."""
         self.policy = ConsentPolicy(adult_age=settings.adult_age,
                                     minor_may_consent=settings.minor_may_consent)
         self._render_lock = asyncio.Lock()
