@@ -68,7 +68,6 @@ from telehealth.db.tables import (
 )
 from telehealth.visits import (
     VisitError,
-    after_failed_check,
     check_identity,
     check_lock,
     refusal_after,
@@ -386,19 +385,16 @@ class Consents:
                        if claims.role == "legal_representative" else patient.name)
         subject = f"consent:{doc.id}"
         actor = f"{claims.role}:link"
-        if not check_identity(role=claims.role, record_dob=patient.dob, record_name=record_name,
-                              dob=dob, name=name):
-            state = after_failed_check(doc.failed_checks,
-                                       max_attempts=self.settings.dob_max_attempts,
-                                       lockout_s=self.settings.dob_lockout_s, now=now)
-            await self.store.set_check_counters(doc.id, failed_checks=state.failed_checks,
-                                                locked_until=state.locked_until)
+        passed = check_identity(role=claims.role, record_dob=patient.dob,
+                                record_name=record_name, dob=dob, name=name)
+        failed = await self.audit.count_identity_attempt(
+            ConsentDocument, doc.id, passed=passed, now=now,
+            max_attempts=self.settings.dob_max_attempts, lockout_s=self.settings.dob_lockout_s)
+        if failed is not None:
             await self.audit.append_audit(at=now, actor=actor, action="consent.identity_failed",
                                           subject=subject, detail=requester.detail(
-                                              locked=state.locked_until is not None))
-            raise refusal_after(state)
-        if doc.failed_checks:
-            await self.store.set_check_counters(doc.id, failed_checks=0, locked_until=None)
+                                              locked=failed.locked_until is not None))
+            raise refusal_after(failed)
         await self.audit.append_audit(at=now, actor=actor, action="consent.identity_verified",
                                       subject=subject, detail=requester.detail(via="consent_link"))
         return doc, self.session_token(doc, claims.role)

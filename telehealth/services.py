@@ -27,7 +27,6 @@ from telehealth.visits import (
     ADDABLE_ROLES,
     VisitError,
     VisitRequest,
-    after_failed_check,
     check_identity,
     check_joinable,
     check_lock,
@@ -216,12 +215,17 @@ class Services:
             check_lock(person.locked_until, now)
             record_name = (visit.representative_name or ""
                            if person.role == "legal_representative" else person.name)
-            if not check_identity(role=person.role, record_dob=visit.patient_dob,
-                                  record_name=record_name, dob=dob, name=name):
-                raise await self._failed_check(visit, person, events, now)
-            if person.failed_checks:
-                await self.store.set_check_counters(person.id, failed_checks=0,
-                                                    locked_until=None)
+            passed = check_identity(role=person.role, record_dob=visit.patient_dob,
+                                    record_name=record_name, dob=dob, name=name)
+            failed = await self.store.count_identity_attempt(
+                Participant, person.id, passed=passed, now=now,
+                max_attempts=self.settings.dob_max_attempts,
+                lockout_s=self.settings.dob_lockout_s)
+            if failed is not None:
+                events.append(_event(visit, person, "identity_failed", now))
+                if failed.locked_until is not None:
+                    events.append(_event(visit, person, "link_locked", now))
+                raise refusal_after(failed)
             events.append(_event(visit, person, "identity_verified", now))
         finally:
             await self._write_events(events)
@@ -260,19 +264,6 @@ class Services:
             "reconnect_grace_s": self.settings.reconnect_grace_s,
             "consent": await self.consent_gate(visit, person),
         }
-
-    async def _failed_check(
-        self, visit: Visit, person: Participant, events: list[VisitEvent], now: datetime
-    ) -> VisitError:
-        settings = self.settings
-        state = after_failed_check(person.failed_checks, max_attempts=settings.dob_max_attempts,
-                                   lockout_s=settings.dob_lockout_s, now=now)
-        await self.store.set_check_counters(person.id, failed_checks=state.failed_checks,
-                                            locked_until=state.locked_until)
-        events.append(_event(visit, person, "identity_failed", now))
-        if state.locked_until is not None:
-            events.append(_event(visit, person, "link_locked", now))
-        return refusal_after(state)
 
     async def timeline(self, visit: Visit) -> Sequence[VisitEvent]:
         if self.hub is not None:

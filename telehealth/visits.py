@@ -153,13 +153,3 @@ def refusal_after(state: FailedCheck) -> VisitError:
                           locked_until=state.locked_until.isoformat())
     return VisitError("identity_mismatch", "That does not match our records.",
                       "Check what you typed and try again.", attempts_left=state.attempts_left)
-
-
-def after_failed_check(
-    failed_checks: int, *, max_attempts: int, lockout_s: int, now: datetime
-) -> FailedCheck:
-    """The link's counters after one more wrong answer (locks on the last one)."""
-    count = failed_checks + 1
-    if count >= max_attempts:
-        return FailedCheck(0, now + timedelta(seconds=lockout_s), 0)
-    return FailedCheck(count, None, max_attempts - count)

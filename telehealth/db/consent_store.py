@@ -74,13 +74,6 @@ class ConsentStore:
         async with self.store.session() as s:
             return await s.get(ConsentSigning, signing_id)
 
-    async def set_check_counters(self, document_id: str, *, failed_checks: int,
-                                 locked_until: datetime | None) -> None:
-        async with self.store.session() as s:
-            await s.execute(update(ConsentDocument).where(ConsentDocument.id == document_id)
-                            .values(failed_checks=failed_checks, locked_until=locked_until))
-            await s.commit()
-
     async def store_revision(
         self, doc: ConsentDocument, revision: ConsentRevision, *, pdf: bytes,
         values: dict[str, Any], action: str, actor: str, detail: dict[str, Any],

@@ -16,13 +16,14 @@ from telehealth.db.tables import (
     ApiToken,
     AuditEntry,
     Clinician,
+    ConsentDocument,
     Participant,
     Patient,
     Visit,
     VisitEvent,
     WebSession,
 )
-from telehealth.visits import VisitRequest
+from telehealth.visits import FailedCheck, VisitRequest
 
 
 class StoreError(Exception):
@@ -260,13 +261,38 @@ class Store:
         async with self.session() as s:
             return await s.get(Participant, participant_id)
 
-    async def set_check_counters(
-        self, participant_id: str, *, failed_checks: int, locked_until: datetime | None
-    ) -> None:
-        async with self.session() as s:
-            await s.execute(update(Participant).where(Participant.id == participant_id)
-                            .values(failed_checks=failed_checks, locked_until=locked_until))
-            await s.commit()
+    async def count_identity_attempt(
+        self, model: type[Participant] | type[ConsentDocument], row_id: str, *, passed: bool,
+        now: datetime, max_attempts: int, lockout_s: int,
+    ) -> FailedCheck | None:
+        """Count one identity answer against a link's attempts, atomically: None when it
+        passed and the link is open; otherwise the link's state (locked, or attempts left).
+
+        Every answer is counted before its result is told, in one UPDATE, so answers sent
+        in parallel cannot get past the limit; a right answer resets the count.
+        """
+        async with self.session() as s, s.begin():
+            row = (await s.execute(
+                update(model)
+                .where(model.id == row_id,
+                       (model.locked_until.is_(None)) | (model.locked_until <= now))
+                .values(failed_checks=model.failed_checks + 1)
+                .returning(model.failed_checks))).first()
+            if row is None:  # locked: not even a right answer gets in now
+                locked = (await s.execute(select(model.locked_until)
+                                          .where(model.id == row_id))).scalar_one()
+                return FailedCheck(0, locked, 0)
+            count = int(row[0])
+            if passed and count <= max_attempts:
+                await s.execute(update(model).where(model.id == row_id)
+                                .values(failed_checks=0, locked_until=None))
+                return None
+            if count >= max_attempts:
+                until = now + timedelta(seconds=lockout_s)
+                await s.execute(update(model).where(model.id == row_id)
+                                .values(failed_checks=0, locked_until=until))
+                return FailedCheck(0, until, 0)
+            return FailedCheck(count, None, max_attempts - count)
 
     # ---- timeline --------------------------------------------------------
 

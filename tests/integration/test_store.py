@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import inspect
 
 from telehealth.db.engine import make_engine, migrate
 from telehealth.db.store import Store, StoreError
-from telehealth.db.tables import VisitEvent
+from telehealth.db.tables import Participant, VisitEvent
 from telehealth.visits import Representative, VisitRequest
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -83,8 +84,25 @@ async def test_visit_lifecycle_and_timeline(store: Store) -> None:
                                       now=NOW + timedelta(seconds=1))
     assert [p.id for p in await store.participants(visit.id)][-1] == rep.id
 
-    await store.set_check_counters(rep.id, failed_checks=0, locked_until=NOW)
-    assert (await store.participant(rep.id)).locked_until == NOW  # type: ignore[union-attr]
+    # Identity answers are counted atomically: of 20 wrong answers sent at once, at most
+    # four are told "wrong, try again"; the rest find the link locked. A right one too.
+    results = await asyncio.gather(*(
+        store.count_identity_attempt(Participant, rep.id, passed=False, now=NOW,
+                                     max_attempts=5, lockout_s=900) for _ in range(20)))
+    told = [r for r in results if r is not None and r.locked_until is None]
+    assert len(told) <= 4 and all(r is not None for r in results)
+    until = (await store.participant(rep.id)).locked_until  # type: ignore[union-attr]
+    assert until == NOW + timedelta(minutes=15)
+    locked = await store.count_identity_attempt(Participant, rep.id, passed=True, now=NOW,
+                                                max_attempts=5, lockout_s=900)
+    assert locked is not None and locked.locked_until is not None
+    later = NOW + timedelta(minutes=16)
+    wrong = await store.count_identity_attempt(Participant, rep.id, passed=False, now=later,
+                                               max_attempts=5, lockout_s=900)
+    assert wrong is not None and wrong.attempts_left == 4
+    assert await store.count_identity_attempt(Participant, rep.id, passed=True, now=later,
+                                              max_attempts=5, lockout_s=900) is None
+    assert (await store.participant(rep.id)).failed_checks == 0  # type: ignore[union-attr]
 
     assert await store.set_visit_status(visit.id, "in_progress", now=NOW, only_from=("scheduled",))
     assert not await store.set_visit_status(visit.id, "cancelled", now=NOW,

@@ -10,7 +10,6 @@ from telehealth.visits import (
     Representative,
     VisitError,
     VisitRequest,
-    after_failed_check,
     check_identity,
     check_joinable,
     check_lock,
@@ -92,19 +91,12 @@ def test_names_compare_without_case_spacing_or_width() -> None:
     assert not same_name("Jose Garcia", "José García")
 
 
-def test_fifth_wrong_answer_locks_for_the_lockout() -> None:
-    count = 0
-    for left in (4, 3, 2, 1):
-        state = after_failed_check(count, max_attempts=5, lockout_s=900, now=START)
-        assert (state.attempts_left, state.locked_until) == (left, None)
-        count = state.failed_checks
-    state = after_failed_check(count, max_attempts=5, lockout_s=900, now=START)
-    assert state.locked_until == START + timedelta(minutes=15)
-    assert state.attempts_left == 0 and state.failed_checks == 0
+def test_a_lock_holds_for_its_lockout() -> None:
+    until = START + timedelta(minutes=15)
     with pytest.raises(VisitError) as err:
-        check_lock(state.locked_until, START + timedelta(minutes=14, seconds=59))
+        check_lock(until, START + timedelta(minutes=14, seconds=59))
     assert err.value.code == "link_locked"
-    check_lock(state.locked_until, START + timedelta(minutes=15))
+    check_lock(until, START + timedelta(minutes=15))
 
 
 def test_visit_requests_are_validated() -> None:
