@@ -20,6 +20,7 @@ from telehealth.db.store import Store
 from telehealth.media.echo import EchoService
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
+from telehealth.signaling.broker import Broker, LocalBroker, RedisBroker
 from telehealth.signaling.hub import Hub
 from telehealth.visit_notes import VisitNotes
 from web import api, clinician_pages, consent_api, consent_pages, note_pages, notes_api, pages
@@ -48,7 +49,10 @@ def build_app(
     settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock = utc_now
 ) -> web.Application:
     svc = build_services(settings, engine=engine, clock=clock)
-    hub = Hub(svc.settings, svc.store, svc.room_entry, clock, on_visit_over=svc.visit_over)
+    broker: Broker = (RedisBroker(svc.settings.redis_url, svc.settings.redis_prefix)
+                      if svc.settings.redis_url else LocalBroker())
+    hub = Hub(svc.settings, svc.store, svc.room_entry, clock, on_visit_over=svc.visit_over,
+              broker=broker)
     svc.hub = hub
     app = web.Application(middlewares=[errors_and_headers], client_max_size=256 * 1024)
     app[SERVICES] = svc

@@ -47,7 +47,11 @@ class Settings:
     database_url: str = ""
     """SQLAlchemy URL; default a SQLite file in `data_dir`. `postgresql://...` for PostgreSQL."""
     redis_url: str = ""
-    """Redis for the broker and shared limits when several instances serve one practice."""
+    """Redis (`redis://host:6379/0`) when several instances serve one practice: rooms,
+    cross-instance signaling and instance presence live there. Empty: one process, rooms
+    in memory."""
+    redis_prefix: str = "th:"
+    """Prefix of every Redis key and channel (one Redis can serve several deployments)."""
     secret_key: Secret = Secret("")
     """Signs link tokens, tickets and sessions. Generated when empty."""
     link_valid_before_s: int = 3600

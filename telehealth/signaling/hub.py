@@ -6,8 +6,11 @@
              Record -> the timeline writer (batched into `visit_events`)
              VisitOver -> visit status in storage (links die with it)
 
-One process, one event loop: each room is only touched from the loop, so the
-pure room needs no locks.
+Rooms live in a broker (telehealth/signaling/broker.py): in this process by
+default, in Redis when several instances serve one practice. The hub hands the
+broker a pure room operation and carries out the effects it gives back; a
+Send/Close for a socket on another instance goes to that instance through the
+broker. Record and VisitOver stay with the instance that ran the operation.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from telehealth.config import Settings
 from telehealth.db.store import Store
 from telehealth.db.tables import Participant, Visit, VisitEvent
 from telehealth.signaling import protocol as p
+from telehealth.signaling.broker import (
+    Broker,
+    BrokerUnavailable,
+    LocalBroker,
+    Remote,
+    RoomOp,
+    instance_of,
+)
 from telehealth.signaling.ratelimit import TokenBucket
 from telehealth.signaling.room import Close, Effect, Record, Refused, Room, Send, VisitOver
 from telehealth.visits import VisitError
@@ -95,6 +106,7 @@ class Hub:
     def __init__(
         self, settings: Settings, store: Store, gatekeeper: Gatekeeper, clock: Clock,
         on_visit_over: Callable[[str], Awaitable[None]] | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.on_visit_over = on_visit_over
         """Called with the visit's id once the room has ended it (the note's draft)."""
@@ -102,7 +114,7 @@ class Hub:
         self.store = store
         self.gatekeeper = gatekeeper
         self.clock = clock
-        self.rooms: dict[str, Room] = {}
+        self.broker = broker or LocalBroker()
         self.conns: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._events: list[VisitEvent] = []
@@ -110,9 +122,18 @@ class Hub:
         self._flushing = asyncio.Lock()  # a flush waits for one already writing
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def rooms(self) -> dict[str, Room]:
+        """The rooms this instance knows of (all of them with one instance)."""
+        return self.broker.rooms
+
+    def _next_conn_id(self) -> int:
+        return self.broker.instance_id << 32 | next(self._ids)
+
     # ---- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
+        await self.broker.start(self._deliver)
         self._tasks = [asyncio.create_task(self._write_events()),
                        asyncio.create_task(self._expire_loop())]
 
@@ -127,6 +148,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.flush_events()
+        await self.broker.stop()
 
     def record(self, events: Sequence[VisitEvent]) -> None:
         """Queue timeline events for the batched writer (the caller does not wait on disk)."""
@@ -161,33 +183,75 @@ class Hub:
         interval = max(0.05, min(1.0, self.settings.reconnect_grace_s / 4))
         while True:
             await asyncio.sleep(interval)
-            now = self.clock()
-            for visit_id, room in list(self.rooms.items()):
+            try:
+                await self._sweep()
+            except BrokerUnavailable:
+                continue
+            except Exception:  # keep the sweep alive whatever happens to one room
+                log.exception("reconnect sweep failed")
+
+    def _due(self, room: Room, now: datetime) -> bool:
+        deadline = room.next_deadline()
+        if deadline is not None and now >= deadline:
+            return True
+        return any(m.conn is not None and self.broker.gone(m.conn, self.conns)
+                   for m in room.members.values())
+
+    async def _sweep(self) -> None:
+        """Run out reconnect graces; members whose socket is gone (their instance died,
+        or the drop could not be recorded while Redis was away) start theirs."""
+        now = self.clock()
+        for visit_id, room in (await self.broker.snapshot()).items():
+            if not self._due(room, now):
+                continue
+
+            def sweep(room: Room) -> list[Effect]:
+                effects: list[Effect] = []
+                for m in list(room.members.values()):
+                    if m.conn is not None and self.broker.gone(m.conn, self.conns):
+                        effects += room.disconnect(m.conn, now)
                 deadline = room.next_deadline()
                 if deadline is not None and now >= deadline:
-                    await self._apply(visit_id, room.expire(now))
-                self._forget_if_empty(visit_id, room)
+                    effects += room.expire(now)
+                return effects
 
-    def _forget_if_empty(self, visit_id: str, room: Room) -> None:
-        if room.empty and self.rooms.get(visit_id) is room:
-            del self.rooms[visit_id]
+            await self._apply(visit_id, await self.broker.update(visit_id, sweep) or [])
 
     # ---- effects ---------------------------------------------------------
+
+    def _deliver(self, items: Sequence[Remote]) -> None:
+        """Send/Close items another instance addressed to sockets here."""
+        for item in items:
+            conn = self.conns.get(int(item[1]))
+            if conn is None:
+                continue
+            if item[0] == "send":
+                conn.send(str(item[2]))
+            elif item[0] == "close":
+                conn.close(int(item[2]), str(item[3]))
 
     async def _apply(self, visit_id: str, effects: Sequence[Effect]) -> None:
         # Storage first: whoever is told the visit is over (and closed) must find it
         # over when they come straight back with a link or ticket.
         if any(isinstance(e, VisitOver) for e in effects):
             effects = sorted(effects, key=lambda e: not isinstance(e, VisitOver))
+        remote: dict[int, list[Remote]] = {}
+        here = self.broker.instance_id
         for effect in effects:
             if isinstance(effect, Send):
                 conn = self.conns.get(effect.conn)
                 if conn is not None:
                     conn.send(p.encode(effect.message))
+                elif instance_of(effect.conn) != here:
+                    remote.setdefault(instance_of(effect.conn), []).append(
+                        ("send", effect.conn, p.encode(effect.message)))
             elif isinstance(effect, Close):
                 conn = self.conns.get(effect.conn)
                 if conn is not None:
                     conn.close(effect.code, effect.reason)
+                elif instance_of(effect.conn) != here:
+                    remote.setdefault(instance_of(effect.conn), []).append(
+                        ("close", effect.conn, effect.code, effect.reason))
             elif isinstance(effect, Record):
                 self.record([VisitEvent(
                     visit_id=visit_id, participant_id=effect.participant_id, kind=effect.kind,
@@ -201,18 +265,42 @@ class Hub:
                         action=f"visit.{effect.reason}", subject=f"visit:{visit_id}")
                     if effect.reason == "ended" and self.on_visit_over is not None:
                         await self.on_visit_over(visit_id)
+        for instance, items in remote.items():
+            try:
+                await self.broker.publish(instance, items)
+            except BrokerUnavailable:
+                log.warning("could not reach instance %d's sockets", instance)
+
+    async def _update(
+        self, visit_id: str, op: RoomOp, create: Callable[[], Room] | None = None,
+    ) -> bool:
+        """Run `op` on the room and carry out its effects; False when there is no room."""
+        effects = await self.broker.update(visit_id, op, create)
+        if effects is None:
+            return False
+        await self._apply(visit_id, effects)
+        return True
 
     async def end_visit(self, visit_id: str, reason: str, by_participant_id: str | None) -> None:
         """End or cancel from outside the room (dashboard, API): tell whoever is connected."""
-        room = self.rooms.get(visit_id)
-        if room is None:
-            return
-        by = room.members.get(by_participant_id) if by_participant_id else None
-        # Storage and the timeline were updated by the caller (the visit must not be
-        # `ended` twice on it); the room only tells and disconnects.
-        effects = [e for e in room.end(reason, by, self.clock())
-                   if not isinstance(e, VisitOver | Record)]
-        await self._apply(visit_id, effects)
+        now = self.clock()
+
+        def end(room: Room) -> list[Effect]:
+            by = room.members.get(by_participant_id) if by_participant_id else None
+            # Storage and the timeline were updated by the caller (the visit must not be
+            # `ended` twice on it); the room only tells and disconnects.
+            return [e for e in room.end(reason, by, now)
+                    if not isinstance(e, VisitOver | Record)]
+
+        try:
+            await self._update(visit_id, end)
+        except BrokerUnavailable:
+            # Storage says ended (links and tickets die with it); close what is here.
+            frame = p.encode({"type": "ended", "reason": reason, "by": None})
+            for conn in list(self.conns.values()):
+                if conn.visit_id == visit_id:
+                    conn.send(frame)
+                    conn.close(p.CLOSE_ENDED, reason)
 
     async def _start_visit(self, visit_id: str, now: datetime) -> None:
         await self.store.set_visit_status(visit_id, "in_progress", now=now,
@@ -221,24 +309,25 @@ class Hub:
     async def admit(self, visit_id: str, pid: str, by_participant_id: str) -> None:
         """Admit from outside the room (the dashboard). Raises `Refused` if `pid` is not
         waiting here."""
-        room = self._room_for(visit_id)
         now = self.clock()
-        await self._apply(visit_id, room.admit_by(pid, by_participant_id, now))
+        await self._outside(visit_id, lambda room: room.admit_by(pid, by_participant_id, now))
         await self._start_visit(visit_id, now)  # someone is in, even before a clinician
 
     async def deny(
         self, visit_id: str, pid: str, by_participant_id: str, reason: str | None
     ) -> None:
         """Deny from outside the room (the dashboard). Raises `Refused` like `admit`."""
-        room = self._room_for(visit_id)
-        await self._apply(visit_id,
-                          room.deny_by(pid, by_participant_id, reason, self.clock()))
+        now = self.clock()
+        await self._outside(
+            visit_id, lambda room: room.deny_by(pid, by_participant_id, reason, now))
 
-    def _room_for(self, visit_id: str) -> Room:
-        room = self.rooms.get(visit_id)
-        if room is None:
+    async def _outside(self, visit_id: str, op: RoomOp) -> None:
+        try:
+            found = await self._update(visit_id, op)
+        except BrokerUnavailable as exc:
+            raise Refused("unavailable", f"{exc}; try again in a moment") from None
+        if not found:
             raise Refused("not_waiting", "that participant is not waiting")
-        return room
 
     # ---- the socket ------------------------------------------------------
 
@@ -250,7 +339,7 @@ class Hub:
             max_msg_size=max(1 << 20, 4 * self.settings.max_message_bytes),
         )
         await ws.prepare(request)
-        conn = Connection(next(self._ids), ws, TokenBucket(
+        conn = Connection(self._next_conn_id(), ws, TokenBucket(
             self.settings.rate_burst, self.settings.rate_per_s, time.monotonic()))
         self.conns[conn.id] = conn
         try:
@@ -258,10 +347,12 @@ class Hub:
                 await self._read(conn)
         finally:
             self.conns.pop(conn.id, None)
-            room = self.rooms.get(conn.visit_id) if conn.visit_id else None
-            if room is not None and conn.visit_id is not None:
-                await self._apply(conn.visit_id, room.disconnect(conn.id, self.clock()))
-                self._forget_if_empty(conn.visit_id, room)
+            if conn.visit_id is not None:
+                now = self.clock()
+                # If the broker is away, its sweep finds the socket gone once it is back.
+                with contextlib.suppress(BrokerUnavailable):
+                    await self._update(conn.visit_id,
+                                       lambda room: room.disconnect(conn.id, now))
             if conn.writer is not None:
                 with contextlib.suppress(Exception):
                     await conn.writer
@@ -324,14 +415,21 @@ class Hub:
             return False
         if person.role in p.CARE_TEAM and visit.status == "scheduled":
             await self._start_visit(visit.id, now)
-        room = self.rooms.get(visit.id)
-        if room is None:
-            room = self.rooms[visit.id] = Room(
-                visit.id, max_participants=self.settings.max_participants,
-                grace=timedelta(seconds=self.settings.reconnect_grace_s),
-                heartbeat_s=self.settings.heartbeat_s)
+        def create() -> Room:
+            return Room(visit.id, max_participants=self.settings.max_participants,
+                        grace=timedelta(seconds=self.settings.reconnect_grace_s),
+                        heartbeat_s=self.settings.heartbeat_s)
+
         conn.visit_id = visit.id
-        await self._apply(visit.id, room.connect(conn.id, person.id, person.role, person.name, now))
+        try:
+            await self._update(
+                visit.id, lambda room: room.connect(conn.id, person.id, person.role,
+                                                    person.name, now), create)
+        except BrokerUnavailable:
+            self._error(conn, "unavailable",
+                        "signaling is temporarily unavailable; try again in a moment", "hello")
+            conn.close(p.CLOSE_UNAVAILABLE, "temporarily unavailable, try again")
+            return False
         return not conn.closing
 
     async def _read(self, conn: Connection) -> None:
@@ -351,7 +449,22 @@ class Hub:
             except p.ProtocolError as exc:
                 conn.send(p.encode(exc.frame()))
                 continue
-            room = self.rooms.get(conn.visit_id)
-            if room is None:
+            if isinstance(msg, p.Ping):  # the room's answer, without a round trip to it
+                pong: dict[str, Any] = {"type": "pong"}
+                if msg.id is not None:
+                    pong["id"] = msg.id
+                conn.send(p.encode(pong))
+                continue
+            try:
+                found = await self._update(conn.visit_id, _receive(conn.id, msg, self.clock()))
+            except BrokerUnavailable:
+                self._error(conn, "unavailable", "signaling is temporarily unavailable; "
+                            "the message was not delivered, try again", msg.TYPE)
+                continue
+            if not found:
+                conn.close(p.CLOSE_UNAVAILABLE, "visit state lost; connect again")
                 return
-            await self._apply(conn.visit_id, room.receive(conn.id, msg, self.clock()))
+
+
+def _receive(conn: int, msg: p.ClientMessage, now: datetime) -> RoomOp:
+    return lambda room: room.receive(conn, msg, now)

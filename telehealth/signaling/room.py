@@ -108,6 +108,41 @@ class Room:
         self._by_conn: dict[int, Member] = {}
         self.ended: str | None = None
 
+    # ---- state -----------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the room knows, JSON-safe (datetimes as ISO strings), in order."""
+        return {
+            "visit_id": self.visit_id, "max_participants": self.max_participants,
+            "grace_s": self.grace.total_seconds(), "heartbeat_s": self.heartbeat_s,
+            "ended": self.ended,
+            "members": [{
+                "id": m.id, "role": m.role, "name": m.name, "state": m.state.value,
+                "since": m.since.isoformat(), "conn": m.conn,
+                "dropped_at": m.dropped_at.isoformat() if m.dropped_at else None,
+                "audio": m.audio, "video": m.video, "screen": m.screen,
+            } for m in self.members.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Room:
+        """The room `to_state` described; it behaves as the original would."""
+        room = cls(str(state["visit_id"]), max_participants=int(state["max_participants"]),
+                   grace=timedelta(seconds=float(state["grace_s"])),
+                   heartbeat_s=float(state["heartbeat_s"]))
+        room.ended = state["ended"]
+        for m in state["members"]:
+            dropped = m["dropped_at"]
+            member = Member(
+                str(m["id"]), str(m["role"]), str(m["name"]), MemberState(m["state"]),
+                datetime.fromisoformat(m["since"]), m["conn"],
+                datetime.fromisoformat(dropped) if dropped else None,
+                bool(m["audio"]), bool(m["video"]), bool(m["screen"]))
+            room.members[member.id] = member
+            if member.conn is not None:
+                room._by_conn[member.conn] = member
+        return room
+
     # ---- queries ---------------------------------------------------------
 
     def _admitted(self) -> list[Member]:
