@@ -113,6 +113,9 @@ def check_addendum(status: str, reason: object, text: object) -> tuple[str, str]
     if status == DRAFT:
         raise NotesError("note_not_signed", "A draft is edited, not amended.",
                          "Change the draft itself; addenda are for signed notes.")
+    if status != SIGNED:
+        raise NotesError("note_not_signed", "This note waits for its co-signature.",
+                         "Add the addendum once the supervisor has co-signed.")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise NotesError("invalid_field", "An addendum needs a reason (at most 500 characters).")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_SECTION:

@@ -290,10 +290,11 @@ class Consents:
 
     async def on_file(self, patient_id: str | None, kind: str = "telehealth"
                       ) -> ConsentDocument | None:
-        """The patient's latest complete, unrevoked consent of `kind`."""
+        """The patient's consent of `kind` in force: the latest one signed, unless it was
+        withdrawn (a withdrawal is not undone by an older consent)."""
         for doc in await self.for_patient(patient_id):
-            if doc.kind == kind and doc.status == "complete":
-                return doc
+            if doc.kind == kind and doc.status in ("complete", "revoked"):
+                return doc if doc.status == "complete" else None
         return None
 
     async def open_for(self, patient_id: str | None, kind: str = "telehealth"
@@ -356,7 +357,8 @@ class Consents:
             template=template.id, version=template.version, template_sha256=template.sha256,
             sha256=digest, visit=visit.id,
             signer_role=plan.slots[-1].role.value,
-            representative_authority=plan.representative.authority
+            representative_authority_sha256=hashlib.sha256(
+                plan.representative.authority.encode()).hexdigest()
             if plan.representative else None))
         return doc, True
 
@@ -667,6 +669,7 @@ class Consents:
                 sha256=digest, prev_sha256=doc.sha256, pdf=renewed)
             await self.store.store_revision(
                 doc, revision, pdf=renewed, values={}, action="consent.archive_renewed",
+                only_statuses=("complete", "revoked"),
                 actor=requester.actor, detail=requester.detail(
                     sha256_before=doc.sha256, sha256_after=digest,
                     previous_expiry=expiry.isoformat()))

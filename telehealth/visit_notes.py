@@ -30,6 +30,7 @@ from notes.lifecycle import (
     Draft,
     carry_forward,
     check_addendum,
+    check_editable,
     check_signable,
     edit,
     signers,
@@ -92,14 +93,21 @@ class VisitNotes:
         """The visit's note; made now from the timeline if there is none yet."""
         found = await self.notes.note_for_visit(visit.id)
         if found is not None:
+            if found.status == DRAFT and visit.status == "ended" and not found.header.get("final"):
+                # Opened during the visit: what the visit says is known only now.
+                header = {**await self.facts_header(visit, author), "final": True}
+                await self.notes.set_header(found.id, header, at=self.clock(),
+                                            actor=f"clinician:{author.id}")
+                found.header = header
             return found
         if visit.status not in ("ended", "in_progress"):
             raise NotesError("visit_not_held", "This visit has not taken place.",
                              "The note is drafted when the visit ends.")
         fmt = self.formats.get(self.settings.note_format)
         now = self.clock()
+        header = {**await self.facts_header(visit, author), "final": visit.status == "ended"}
         note = Note(id=new_id(), visit_id=visit.id, author_id=visit.clinician_id,
-                    format=fmt.id, header=await self.facts_header(visit, author),
+                    format=fmt.id, header=header,
                     sections={k: "" for k in fmt.keys}, carried=[],
                     clinician_location=author.location, add_ons=[], status=DRAFT, version=1,
                     plan={}, pdf=None, sha256=None, created_at=now, updated_at=now,
@@ -184,6 +192,7 @@ class VisitNotes:
 
     async def start_from_last(self, note: Note, requester: Requester) -> Note:
         """Copy the author's last signed note of this format for the patient; marked."""
+        check_editable(note.status)
         visit = await self.store.visit(note.visit_id)
         assert visit is not None
         last = await self.notes.last_signed_by(note.author_id, visit.patient_id, note.format,
@@ -233,12 +242,16 @@ class VisitNotes:
                     chosen_add_ons=note.add_ons, plan=plan)
             slot = plan.slots[0]
             plan_state = plan_json(plan)
+            # Who signs each slot, by account: a later change of supervisor does not let
+            # someone else sign under the name printed on the note.
+            plan_state["slots"][0]["clinician_id"] = clinician.id
+            if supervisor is not None:
+                plan_state["slots"][1]["clinician_id"] = supervisor.id
         elif note.status == AWAITING_COSIGN:
             plan = plan_of_json(note.plan)
             slot = plan.slots[-1]
-            owner = await self.store.clinician(note.author_id)
-            if owner is None or clinician.id != owner.supervisor_id:
-                raise VisitError("forbidden", "Only the author's supervisor co-signs this note.")
+            if clinician.id != note.plan["slots"][-1].get("clinician_id"):
+                raise VisitError("forbidden", "Only the supervisor named on this note co-signs it.")
             assert note.pdf is not None
             pdf = note.pdf
             plan_state = note.plan
@@ -378,15 +391,21 @@ class VisitNotes:
 
     # ---- psychotherapy notes ------------------------------------------------------------
 
-    async def private_note(self, visit: Visit, clinician: Clinician) -> str:
+    async def private_note(self, visit: Visit, clinician: Clinician,
+                           requester: Requester) -> str:
         """The clinician's own psychotherapy note for the visit (no one else's, ever)."""
         row = await self.notes.private_note(visit.id, clinician.id)
+        await self.store.append_audit(at=self.clock(), actor=requester.actor,
+                                      action="psychotherapy_note.viewed",
+                                      subject=f"visit:{visit.id}", detail=requester.detail())
         return row.text if row else ""
 
-    async def save_private_note(self, visit: Visit, clinician: Clinician, text: Any) -> None:
+    async def save_private_note(self, visit: Visit, clinician: Clinician, text: Any,
+                                requester: Requester) -> None:
         if not isinstance(text, str) or len(text) > 50_000:
             raise NotesError("invalid_field", "'text' must be text of at most 50000 characters.")
-        await self.notes.save_private_note(visit.id, clinician.id, text, self.clock())
+        await self.notes.save_private_note(visit.id, clinician.id, text, self.clock(),
+                                           requester.detail(chars=len(text)))
 
 
 def _next_field(note: Note) -> str | None:

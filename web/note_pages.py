@@ -50,7 +50,8 @@ async def note_page(request: web.Request) -> web.Response:
     author = await svc.store.clinician(note.author_id)
     if me.id == note.author_id:
         role = "author"
-    elif author is not None and author.supervisor_id == me.id:
+    elif (author is not None and author.supervisor_id == me.id) or any(
+            slot.get("clinician_id") == me.id for slot in note.plan.get("slots", [])[1:]):
         role = "supervisor"
     else:
         role = "colleague"  # a co-clinician of the visit: reads, edits and amends

@@ -38,7 +38,9 @@ async def note_visit(request: web.Request, *, write: bool = False) -> tuple[Visi
         return visit, await svc.notes.draft_for(visit, author)
     note = await svc.notes.notes.note_for_visit(visit.id)
     author = await svc.store.clinician(note.author_id) if note else None
-    if note is None or author is None or author.supervisor_id != me.id:
+    named = note is not None and any(slot.get("clinician_id") == me.id
+                                     for slot in note.plan.get("slots", []))
+    if note is None or author is None or not (author.supervisor_id == me.id or named):
         raise VisitError("not_found", "No such visit.")  # someone else's: as if missing
     if write:
         raise VisitError("forbidden", "As the supervisor you read and co-sign this note.")
@@ -140,7 +142,7 @@ async def fhir(request: web.Request) -> web.Response:
 @require_clinician
 async def private_note(request: web.Request) -> web.Response:
     visit, _ = await note_visit(request, write=True)
-    text = await services(request).notes.private_note(visit, clinician(request))
+    text = await services(request).notes.private_note(visit, clinician(request), _me(request))
     return web.json_response({"text": text})
 
 
@@ -149,5 +151,6 @@ async def private_note(request: web.Request) -> web.Response:
 async def save_private_note(request: web.Request) -> web.Response:
     visit, _ = await note_visit(request, write=True)
     body = await json_body(request)
-    await services(request).notes.save_private_note(visit, clinician(request), body.get("text"))
+    await services(request).notes.save_private_note(visit, clinician(request), body.get("text"),
+                                                    _me(request))
     return web.json_response({"ok": True})

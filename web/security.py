@@ -49,6 +49,7 @@ _STATUS = {
     "note_signed": 409, "note_changed": 409, "note_not_signed": 409, "sections_empty": 409,
     "carried_unreviewed": 409, "visit_not_held": 409, "no_last_note": 404,
     "unknown_format": 400, "unknown_section": 400, "add_on_not_offered": 400,
+    "certificate_not_allowed": 403,
 }
 
 

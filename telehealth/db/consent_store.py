@@ -77,16 +77,18 @@ class ConsentStore:
     async def store_revision(
         self, doc: ConsentDocument, revision: ConsentRevision, *, pdf: bytes,
         values: dict[str, Any], action: str, actor: str, detail: dict[str, Any],
-        signing_id: str | None = None,
+        signing_id: str | None = None, only_statuses: Sequence[str] = OPEN_STATUSES,
     ) -> Entry:
         """Revision `doc.revision + 1` with its audit entry, if the document is still at
-        `doc.revision`; StoreError("signing_conflict") when another change got there first."""
+        `doc.revision` and in one of `only_statuses` (a withdrawn consent takes no
+        signature); StoreError("signing_conflict") when another change got there first."""
         expected = doc.revision
 
         async def work(s: AsyncSession) -> None:
             moved = await s.execute(
                 update(ConsentDocument)
-                .where(ConsentDocument.id == doc.id, ConsentDocument.revision == expected)
+                .where(ConsentDocument.id == doc.id, ConsentDocument.revision == expected,
+                       ConsentDocument.status.in_(list(only_statuses)))
                 .values(pdf=pdf, sha256=revision.sha256, revision=expected + 1, **values))
             if not getattr(moved, "rowcount", 0):
                 raise StoreError("signing_conflict",

@@ -68,6 +68,18 @@ class NoteStore:
         await self.store.audited(work, at=at, actor=actor, action=action,
                                  subject=f"note:{note.id}", detail=detail)
 
+    async def set_header(self, note_id: str, header: dict[str, Any], *, at: datetime,
+                         actor: str) -> None:
+        """The draft's header from the ended visit (not the clinician's text: no version)."""
+        async def work(s: AsyncSession) -> None:
+            await s.execute(update(Note).where(Note.id == note_id, Note.status == "draft")
+                            .values(header=header))
+
+        await self.store.audited(work, at=at, actor=actor, action="note.header_updated",
+                                 subject=f"note:{note_id}",
+                                 detail={"minutes": header.get("minutes"),
+                                         "code": header.get("code")})
+
     async def get(self, note_id: str) -> Note | None:
         async with self.store.session() as s:
             return await s.get(Note, note_id)
@@ -106,7 +118,7 @@ class NoteStore:
             return await s.get(PsychotherapyNote, (visit_id, author_id))
 
     async def save_private_note(self, visit_id: str, author_id: str, text: str,
-                                at: datetime) -> None:
+                                at: datetime, detail: dict[str, Any]) -> None:
         async def work(s: AsyncSession) -> None:
             row = await s.get(PsychotherapyNote, (visit_id, author_id))
             if row is None:
@@ -117,4 +129,4 @@ class NoteStore:
 
         await self.store.audited(work, at=at, actor=f"clinician:{author_id}",
                                  action="psychotherapy_note.saved",
-                                 subject=f"visit:{visit_id}", detail={"chars": len(text)})
+                                 subject=f"visit:{visit_id}", detail=detail)

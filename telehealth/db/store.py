@@ -169,12 +169,17 @@ class Store:
 
     @staticmethod
     async def _patient_for(s: AsyncSession, visit: Visit, now: datetime) -> Patient:
-        """The patient record a new visit is for: the one with the same name (spacing and
-        case aside) and date of birth, else a new one. A representative named on the
-        visit becomes the record's representative."""
+        """The patient record a new visit is for: among this clinician's own patients, the
+        one with the same name (spacing and case aside) and date of birth, else a new one.
+        A representative named on the visit becomes the record's representative.
+
+        Records are never matched across clinicians: another clinician's visit must not
+        reach this clinician's patient's consents or change who signs for them.
+        """
         wanted = " ".join(visit.patient_name.split()).lower()
-        same_dob = (await s.execute(select(Patient).where(Patient.dob == visit.patient_dob))
-                    ).scalars().all()
+        mine = select(Visit.patient_id).where(Visit.clinician_id == visit.clinician_id)
+        same_dob = (await s.execute(select(Patient).where(
+            Patient.dob == visit.patient_dob, Patient.id.in_(mine)))).scalars().all()
         patient = next((p for p in same_dob if " ".join(p.name.split()).lower() == wanted),
                        None)
         if patient is None:

@@ -14,6 +14,7 @@ import pytest
 from consent.verify import verify
 from telehealth.audit import verify_chain
 from telehealth.config import Settings
+from telehealth.consents import Requester
 from telehealth.sign_cli import DeviceKey, SignError, sign_as_clinician, sign_link
 
 from conftest import Running
@@ -276,3 +277,56 @@ async def test_the_audit_names_the_client_behind_a_trusted_proxy(server: Running
     entries = await svc.store.audit_for(f"consent:{first}")
     assert entries[-1].action == "consent.downloaded"
     assert entries[-1].detail["ip"] == "203.0.113.9"
+
+
+async def test_patient_records_are_never_matched_across_clinicians(server: Running) -> None:
+    mine, token = await server.clinician()
+    other, other_token = await server.clinician(email="other@example.org", name="Other One")
+    first = await server.visit(mine)
+    consent = await issue(server, token, first.visit.id)
+    theirs = await server.visit(other, representative=True)  # same name and DOB
+    assert theirs.visit.patient_id != first.visit.patient_id
+    status, body = await server.get(f"/api/v1/visits/{theirs.visit.id}/consents", other_token)
+    assert status == 200 and consent["id"] not in [c["id"] for c in body["consents"]]
+    # Their representative did not become the signer for my adult patient.
+    mine_again = await issue(server, token, first.visit.id)
+    assert [f["role"] for f in mine_again["fields"]] == [  # type: ignore[index]
+        "clinician", "patient"]
+
+
+async def test_a_withdrawal_wins_over_a_signature_in_flight_and_older_consents(
+        server: Running) -> None:
+    clinician, token = await server.clinician()
+    created = await server.visit(clinician)
+    older = await issue(server, token, created.visit.id)
+    await sign_as_clinician(server.url, str(older["id"]), api_token=token)
+    await sign_link(str(older["consent_link"]), dob="1990-04-27", name="Alex Morgan")
+    # A second telehealth consent (a new version, say) is signed up to the patient...
+    consents = server.services.consents
+    server.services.clock.advance(minutes=1)  # type: ignore[attr-defined]
+    newer_doc, _ = await consents.issue(created.visit, clinician, Requester("test"))
+    newer = consents.summary(newer_doc, with_link=True)
+    await sign_as_clinician(server.url, newer["id"], api_token=token)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        base = server.url + "/api/v1/consent"
+        async with http.post(base + "/open", json={
+                "token": newer["consent_link"].rsplit("/c/", 1)[1], "dob": "1990-04-27"}):
+            pass
+        async with http.post(base + "/disclosure", json={"accepted": True, "version": "1"}):
+            pass
+        key = DeviceKey.generate()
+        async with http.post(base + "/prepare", json={
+                "public_key": key.spki_b64, "typed_name": "Alex Morgan"}) as resp:
+            prepared = await resp.json()
+        # ...who withdraws it in another window before the signature is finished.
+        async with http.post(base + "/revoke", json={"reason": "no"}) as resp:
+            assert resp.status == 200
+        async with http.post(base + "/finish", json={
+                "signing_id": prepared["signing_id"],
+                "signature": key.sign_b64(prepared["to_sign"])}) as resp:
+            body = await resp.json()
+            assert resp.status in (409, 410), body
+    assert (await consents.get(newer["id"])).status == "revoked"
+    # The withdrawal is the patient's last word: the older consent does not count.
+    assert await consents.on_file(created.visit.patient_id) is None

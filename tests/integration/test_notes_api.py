@@ -241,3 +241,53 @@ async def test_strangers_are_refused(server: Running) -> None:
     async with aiohttp.ClientSession() as anon, anon.get(
             f"{server.url}/api/v1/visits/{created.visit.id}/note") as resp:
         assert resp.status == 401
+
+
+async def test_a_note_opened_during_the_visit_gets_the_whole_visit(server: Running) -> None:
+    svc = server.services
+    clinician, token = await server.clinician()
+    created = await server.visit(clinician)
+    ids = {p.role: p.id for p in created.participants}
+    t0 = svc.clock()
+    await svc.store.add_events([
+        VisitEvent(visit_id=created.visit.id, participant_id=ids[role], kind=kind, at=t0,
+                   detail=detail)
+        for role in ("clinician", "patient")
+        for kind, detail in (("admitted", {}), ("media_connected", {"audio": True,
+                                                                    "video": True}))])
+    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
+                                     only_from=("scheduled",))
+    svc.clock.advance(minutes=5)  # type: ignore[attr-defined]
+    base = f"/api/v1/visits/{created.visit.id}/note"
+    status, early = await call(server, "GET", base, token)  # notes taken during the session
+    assert status == 200 and early["header"]["minutes"] == 5
+    svc.clock.advance(minutes=50)  # type: ignore[attr-defined]
+    visit = await svc.store.visit(created.visit.id)
+    assert visit is not None
+    await svc.finish_visit(visit, "ended", actor="test")
+    status, note = await call(server, "GET", base, token)
+    assert note["header"]["minutes"] == 55 and note["header"]["code"] == "90837"
+    assert note["version"] == early["version"]  # the clinician's open editor still saves
+
+
+async def test_only_the_supervisor_named_on_the_note_co_signs(server: Running) -> None:
+    svc = server.services
+    first, first_token = await server.clinician(email="s1@example.org", name="Sue One")
+    second, second_token = await server.clinician(email="s2@example.org", name="Sam Two")
+    trainee, token = await server.clinician(email="t@example.org", name="Tara Trainee")
+    await svc.store.set_supervisor(trainee.id, first.id)
+    trainee = await svc.store.clinician(trainee.id)  # type: ignore[assignment]
+    created = await held_visit(server, trainee, minutes=40)
+    base = f"/api/v1/visits/{created.visit.id}/note"
+    _, note = await call(server, "GET", base, token)
+    await call(server, "PUT", base, token, {"version": note["version"], "sections": SECTIONS})
+    status, signed = await sign(server, created.visit.id, token, "Tara Trainee")
+    assert signed["status"] == "awaiting_cosign"
+    status, body = await call(server, "POST", base + "/addenda", token,
+                              {"reason": "late", "text": "x"})
+    assert status == 409 and body["error"]["code"] == "note_not_signed"
+    await svc.store.set_supervisor(trainee.id, second.id)  # the supervisor changes
+    status, body = await sign(server, created.visit.id, second_token, "Sue One")
+    assert status == 403, body
+    status, done = await sign(server, created.visit.id, first_token, "Sue One")
+    assert status == 200 and done["status"] == "signed", done
