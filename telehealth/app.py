@@ -22,6 +22,7 @@ from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import Clock, Services, utc_now
 from telehealth.signaling.broker import Broker, LocalBroker, RedisBroker
 from telehealth.signaling.hub import Hub
+from telehealth.throttle import LoginThrottle
 from telehealth.visit_notes import VisitNotes
 from web import api, clinician_pages, consent_api, consent_pages, note_pages, notes_api, pages
 from web.keys import SERVICES
@@ -29,6 +30,17 @@ from web.render import STATIC
 from web.security import errors_and_headers
 
 HUB = web.AppKey("hub", Hub)
+
+
+def login_throttle(settings: Settings) -> LoginThrottle:
+    """Log-in failures counted across instances through Redis when there is one."""
+    redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0,
+                               socket_connect_timeout=1.0)
+    return LoginThrottle(limit=10, window_s=15 * 60, redis=redis, prefix=settings.redis_prefix)
 
 
 def build_services(
@@ -40,7 +52,8 @@ def build_services(
     signer = Signer(settings.secret_key.value)
     consents = Consents(settings, store, signer, clock)
     svc = Services(settings=settings, store=store, signer=signer, clock=clock,
-                   consents=consents, notes=VisitNotes(settings, store, consents, clock))
+                   consents=consents, notes=VisitNotes(settings, store, consents, clock),
+                   login_throttle=login_throttle(settings))
     svc.notes.timeline = svc.timeline  # the hub's batched events flushed first
     return svc
 
@@ -78,6 +91,7 @@ def build_app(
         yield
         await echo.close()
         await hub.stop()
+        await svc.login_throttle.close()
         if engine is None:
             await svc.store.engine.dispose()
 

@@ -21,7 +21,7 @@ from telehealth.db.store import Store
 from telehealth.db.tables import Clinician, Participant, Visit, VisitEvent
 from telehealth.media.ice import ice_servers
 from telehealth.signaling.hub import Hub
-from telehealth.throttle import Throttle
+from telehealth.throttle import LoginThrottle
 from telehealth.visit_notes import VisitNotes
 from telehealth.visits import (
     ADDABLE_ROLES,
@@ -62,8 +62,8 @@ class Services:
     consents: Consents
     notes: VisitNotes
     hub: Hub | None = None
-    login_throttle: Throttle = field(
-        default_factory=lambda: Throttle(limit=10, window_s=15 * 60))
+    login_throttle: LoginThrottle = field(
+        default_factory=lambda: LoginThrottle(limit=10, window_s=15 * 60))
 
     # ---- links -----------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -89,16 +88,15 @@ async def start_session(request: web.Request, email: str, password: str) -> NewS
     """Check email and password and open a web session (the API's and the login form's)."""
     svc = services(request)
     key = email.strip().lower()
-    mono = time.monotonic()
-    wait = svc.login_throttle.retry_after(key, mono)
+    wait = await svc.login_throttle.retry_after(key)
     if wait > 0:
         raise AuthError("throttled", f"Too many failed log-ins. Try again in {int(wait // 60) + 1} "
                                      "minutes, or reset your password with your administrator.")
     found = await svc.store.clinician_by_email(email)
     if found is None or not check_password(found.password_hash, password):
-        svc.login_throttle.failed(key, mono)
+        await svc.login_throttle.failed(key)
         raise AuthError("bad_credentials", "That email and password do not match.")
-    svc.login_throttle.succeeded(key)
+    await svc.login_throttle.succeeded(key)
     token, digest = new_opaque_token()
     csrf = secrets.token_urlsafe(24)
     await svc.store.add_web_session(token_hash=digest, clinician_id=found.id, csrf_token=csrf,

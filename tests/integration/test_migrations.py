@@ -80,3 +80,21 @@ def _when(conn: Any, iso: str) -> Any:
 
     return iso if conn.dialect.name == "sqlite" else datetime.fromisoformat(iso).replace(
         tzinfo=UTC)
+
+
+async def test_instances_starting_at_once_migrate_once(pg_url: str) -> None:
+    """Several instances start together on an empty PostgreSQL database: the advisory
+    lock makes them take turns; every one comes up on the newest schema."""
+    import asyncio
+
+    engines = [make_engine(pg_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(migrate(e) for e in engines))
+        async with engines[0].connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))
+                        ).scalars().all()
+        assert len(versions) == 1
+    finally:
+        for e in engines:
+            await e.dispose()
