@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -21,7 +22,7 @@ from playwright.async_api import Browser
 from telehealth.app import build_app
 from telehealth.auth import hash_password, new_opaque_token
 from telehealth.config import Secret, Settings
-from telehealth.db.tables import Clinician
+from telehealth.db.tables import Clinician, VisitEvent
 from telehealth.media.hostaddr import use_host_addresses
 from telehealth.services import CreatedVisit, Services
 from telehealth.visits import Representative, VisitRequest
@@ -43,6 +44,17 @@ class Clock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
+
+
+async def until(check: object, timeout: float = 20.0) -> None:
+    """Wait until `check()` is true (polling), or fail naming what was awaited."""
+    assert callable(check)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {getattr(check, '__name__', check)}")
+        await asyncio.sleep(0.05)
 
 
 def free_port() -> int:
@@ -142,6 +154,34 @@ class Running:
             **kwargs,
         )
         return await svc.create_visit(req, clinician)
+
+    async def held_visit(self, clinician: Clinician, minutes: float,
+                         at_home: bool = True) -> CreatedVisit:
+        """A visit whose timeline says the patient and clinician were in it for `minutes`
+        (the server's clock moves on by that much), the patient at home in Minnesota,
+        with two-way video; then ended."""
+        svc = self.services
+        created = await self.visit(clinician)
+        ids = {p.role: p.id for p in created.participants}
+        t0 = svc.clock()
+        events = [
+            VisitEvent(visit_id=created.visit.id, participant_id=ids["clinician"],
+                       kind="admitted", at=t0, detail={}),
+            VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
+                       kind="location", at=t0, detail={"state": "MN", "at_home": at_home}),
+            VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
+                       kind="admitted", at=t0, detail={"by": ids["clinician"]}),
+        ] + [VisitEvent(visit_id=created.visit.id, participant_id=ids[role],
+                        kind="media_connected", at=t0, detail={"audio": True, "video": True})
+             for role in ("clinician", "patient")]
+        await svc.store.add_events(events)
+        await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
+                                         only_from=("scheduled",))
+        svc.clock.advance(minutes=minutes)  # type: ignore[attr-defined]
+        visit = await svc.store.visit(created.visit.id)
+        assert visit is not None
+        await svc.finish_visit(visit, "ended", actor="test")
+        return created
 
     async def post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

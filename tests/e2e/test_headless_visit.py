@@ -13,23 +13,12 @@ from telehealth.media.participant import (
     ParticipantState,
 )
 
-from conftest import Running
+from conftest import Running, until
 from tcpcut import TcpCutter
 
 pytestmark = pytest.mark.e2e
 DOB = "1990-04-27"
 
-
-
-async def until(check: object, timeout: float = 20.0) -> None:
-    """Wait until `check()` is true (polling), or fail naming what was awaited."""
-    assert callable(check)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {getattr(check, '__name__', check)}")
-        await asyncio.sleep(0.05)
 
 
 def frames_from(p: Participant, peer_id: str) -> int:

@@ -19,8 +19,6 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from consent.verify import verify
 from telehealth.auth import hash_password
-from telehealth.db.tables import Clinician, VisitEvent
-from telehealth.services import CreatedVisit
 from telehealth.sign_cli import DeviceKey
 
 from browser import DESKTOP, PHONE, SCREENSHOTS, shoot
@@ -34,36 +32,6 @@ SECTIONS = {"Subjective": "Reports better sleep since starting the wind-down rou
             "Assessment": "Improving; no safety concerns today.",
             "Plan": "Continue CBT weekly; keep the sleep diary."}
 SECRET = "PRIVATE: my own thoughts on the transference this week"
-
-
-async def held_visit(server: Running, clinician: Clinician, minutes: float,
-                     at_home: bool = True) -> CreatedVisit:
-    """A visit whose timeline says the patient and clinician were in it for `minutes`,
-    the patient at home in Minnesota, with two-way video; then ended.
-    (The same as `held_visit` in tests/integration/test_notes_api.py.)"""
-    svc = server.services
-    created = await server.visit(clinician)
-    ids = {p.role: p.id for p in created.participants}
-    t0 = svc.clock()
-    events = [
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["clinician"],
-                   kind="admitted", at=t0, detail={}),
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
-                   kind="location", at=t0, detail={"state": "MN", "at_home": at_home}),
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
-                   kind="admitted", at=t0, detail={"by": ids["clinician"]}),
-    ] + [VisitEvent(visit_id=created.visit.id, participant_id=ids[role],
-                    kind="media_connected", at=t0, detail={"audio": True, "video": True})
-         for role in ("clinician", "patient")]
-    await svc.store.add_events(events)
-    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
-                                     only_from=("scheduled",))
-    server_clock = svc.clock
-    server_clock.advance(minutes=minutes)  # type: ignore[attr-defined]
-    visit = await svc.store.visit(created.visit.id)
-    assert visit is not None
-    await svc.finish_visit(visit, "ended", actor="test")
-    return created
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -153,7 +121,7 @@ def pdf_to_png(pdf: bytes, out: Path, tmp: Path) -> None:
 async def test_write_sign_and_amend_a_note(server: Running, browser: Browser,
                                            tmp_path: Path) -> None:
     dr, token = await server.clinician()
-    created = await held_visit(server, dr, minutes=40)
+    created = await server.held_visit(dr, minutes=40)
     visit_id = created.visit.id
     path = f"/visits/{visit_id}/note"
 
@@ -287,7 +255,7 @@ async def test_write_sign_and_amend_a_note(server: Running, browser: Browser,
 
 async def test_start_from_the_last_note(server: Running, browser: Browser) -> None:
     dr, token = await server.clinician()
-    first = await held_visit(server, dr, minutes=20)
+    first = await server.held_visit(dr, minutes=20)
     base = f"/api/v1/visits/{first.visit.id}/note"
     note = await get_note(server, token, first.visit.id)
     keys = {"Subjective": "subjective", "Objective": "objective",
@@ -298,7 +266,7 @@ async def test_start_from_the_last_note(server: Running, browser: Browser) -> No
         assert resp.status == 200, await resp.text()
     await sign_by_api(server, token, first.visit.id)
 
-    second = await held_visit(server, dr, minutes=55)
+    second = await server.held_visit(dr, minutes=55)
     path = f"/visits/{second.visit.id}/note"
     context = await desktop(browser)
     page = await context.new_page()
@@ -338,7 +306,7 @@ async def test_start_from_the_last_note(server: Running, browser: Browser) -> No
 async def test_a_change_from_another_window_loses_nothing(server: Running,
                                                           browser: Browser) -> None:
     dr, token = await server.clinician()
-    created = await held_visit(server, dr, minutes=30)
+    created = await server.held_visit(dr, minutes=30)
     path = f"/visits/{created.visit.id}/note"
     context = await desktop(browser)
     page = await context.new_page()
@@ -401,7 +369,7 @@ async def test_supervisor_co_signs_in_the_browser(server: Running, browser: Brow
     await svc.store.set_supervisor(trainee.id, supervisor.id)
     trainee = await svc.store.clinician(trainee.id)  # type: ignore[assignment]
     assert trainee is not None
-    created = await held_visit(server, trainee, minutes=45)
+    created = await server.held_visit(trainee, minutes=45)
     path = f"/visits/{created.visit.id}/note"
 
     context = await desktop(browser)

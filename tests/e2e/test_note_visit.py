@@ -11,20 +11,10 @@ import pytest
 
 from telehealth.media.participant import Participant, ParticipantOptions
 
-from conftest import Clock, Running
+from conftest import Clock, Running, until
 
 pytestmark = pytest.mark.e2e
 DOB = "1990-04-27"
-
-
-async def until(check: object, timeout: float = 30.0) -> None:
-    assert callable(check)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {getattr(check, '__name__', check)}")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_real_visit_leaves_a_draft_note(server: Running, clock: Clock) -> None:
@@ -42,7 +32,7 @@ async def test_a_real_visit_leaves_a_draft_note(server: Running, clock: Clock) -
         b = patient.snapshot().peers.get(ids["clinician"])
         return bool(a and b and a.video_frames >= 10 and b.video_frames >= 10)
 
-    await until(video_both_ways)
+    await until(video_both_ways, timeout=30)
     # The patient says where they are (as the join page's location step does).
     status, grant = await server.post("/api/v1/join", {
         "token": created.link_for_role("patient").rsplit("/v/", 1)[1], "dob": DOB})

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from telehealth.config import Settings
 from telehealth.media.participant import Participant, ParticipantOptions, ParticipantState
 
-from conftest import Clock, Running, free_port, start_server
+from conftest import Clock, Running, free_port, start_server, until
 from tcpcut import TcpCutter
 
 pytestmark = [pytest.mark.e2e,
@@ -67,16 +67,6 @@ def on(link: str, server: Running, port: int | None = None) -> str:
     token = link.rsplit("/v/", 1)[1]
     base = server.url if port is None else f"http://127.0.0.1:{port}"
     return f"{base}/v/{token}"
-
-
-async def until(check: object, timeout: float = 20.0) -> None:
-    assert callable(check)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {getattr(check, '__name__', check)}")
-        await asyncio.sleep(0.05)
 
 
 def frames_from(p: Participant, peer_id: str) -> int:

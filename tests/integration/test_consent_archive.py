@@ -5,41 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from consent.archive import last_archive_timestamp_expiry, needs_renewal
-from consent.document import TemplateLibrary, render_consent
 from consent.pki import PracticeCA, utc_now
 from consent.signing import ConsentSigner
-from consent.workflow import (
-    ClinicianRecord,
-    PatientRecord,
-    SignatureSlot,
-    SigningPlan,
-    plan_signatures,
-)
+from consent.workflow import plan_signatures
 
-TODAY = date(2026, 12, 1)
-CLINICIAN = ClinicianRecord("Dana Smith", "PhD, LP")
-ADULT = PatientRecord("Alex Doe", date(1990, 4, 27))
-LIBRARY = TemplateLibrary()
+from test_consent_signing import ADULT, CLINICIAN, TODAY, Practice, render, sign
+
 DAY = timedelta(days=1)
 CENTURY = timedelta(days=100 * 365)
-
-
-@dataclass
-class Practice:
-    ca: PracticeCA
-    signer: ConsentSigner
 
 
 @dataclass
@@ -52,36 +33,9 @@ class Signed:
 
 
 @pytest.fixture(scope="module")
-def practice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Practice]:
+def practice(tmp_path_factory: pytest.TempPathFactory) -> Practice:
     ca = PracticeCA(tmp_path_factory.mktemp("ca"), practice_name="Test Practice")
-    yield Practice(ca, ConsentSigner(ca))
-
-
-def browser_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key, spki
-
-
-def webcrypto_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """What `crypto.subtle.sign({name: "ECDSA", hash: "SHA-256"}, ...)` returns: r||s."""
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def render(plan: SigningPlan, patient: PatientRecord) -> bytes:
-    return render_consent(LIBRARY.template("telehealth-informed-consent"), LIBRARY.disclosure(),
-                          practice_name="Test Practice", patient=patient, clinician=CLINICIAN,
-                          plan=plan, issued_at=datetime(2026, 12, 1, 15, 0, tzinfo=UTC))
-
-
-async def sign(practice: Practice, pdf: bytes, slot: SignatureSlot) -> bytes:
-    key, spki = browser_key()
-    cert = practice.ca.issue_signer_certificate(spki, slot.signer.printed_name, slot.role.value)
-    to_sign, state = await practice.signer.prepare(pdf, slot.field_name, cert.asn1, slot.signer,
-                                                   slot.certify)
-    return await practice.signer.finish(state, webcrypto_sign(key, to_sign))
+    return Practice(ca, ConsentSigner(ca))
 
 
 async def sign_all(practice: Practice) -> Signed:

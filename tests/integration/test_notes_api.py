@@ -13,43 +13,13 @@ from fhir.resources.R4B.bundle import Bundle
 
 from consent.verify import verify
 from telehealth.auth import hash_password, new_opaque_token
-from telehealth.db.tables import Clinician, VisitEvent
-from telehealth.services import CreatedVisit
+from telehealth.db.tables import VisitEvent
 from telehealth.sign_cli import DeviceKey
 
 from conftest import Running
 
 SECTIONS = {"subjective": "Reports better sleep.", "objective": "Calm, engaged.",
             "assessment": "Improving.", "plan": "Continue CBT weekly."}
-
-
-async def held_visit(server: Running, clinician: Clinician, minutes: float,
-                     at_home: bool = True) -> CreatedVisit:
-    """A visit whose timeline says the patient and clinician were in it for `minutes`,
-    the patient at home in Minnesota, with two-way video; then ended."""
-    svc = server.services
-    created = await server.visit(clinician)
-    ids = {p.role: p.id for p in created.participants}
-    t0 = svc.clock()
-    events = [
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["clinician"],
-                   kind="admitted", at=t0, detail={}),
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
-                   kind="location", at=t0, detail={"state": "MN", "at_home": at_home}),
-        VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
-                   kind="admitted", at=t0, detail={"by": ids["clinician"]}),
-    ] + [VisitEvent(visit_id=created.visit.id, participant_id=ids[role],
-                    kind="media_connected", at=t0, detail={"audio": True, "video": True})
-         for role in ("clinician", "patient")]
-    await svc.store.add_events(events)
-    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
-                                     only_from=("scheduled",))
-    server_clock = svc.clock
-    server_clock.advance(minutes=minutes)  # type: ignore[attr-defined]
-    visit = await svc.store.visit(created.visit.id)
-    assert visit is not None
-    await svc.finish_visit(visit, "ended", actor="test")
-    return created
 
 
 async def call(server: Running, method: str, path: str, token: str,
@@ -74,7 +44,7 @@ async def sign(server: Running, visit_id: str, token: str, name: str) -> tuple[i
 
 async def test_draft_edit_sign_addendum_and_exports(server: Running) -> None:
     clinician, token = await server.clinician()
-    created = await held_visit(server, clinician, minutes=40)
+    created = await server.held_visit(clinician, minutes=40)
     base = f"/api/v1/visits/{created.visit.id}/note"
 
     status, note = await call(server, "GET", base, token)
@@ -146,7 +116,7 @@ async def test_psychotherapy_note_is_its_authors_alone(server: Running) -> None:
     clinician, token = await server.clinician()
     colleague, colleague_token = await server.clinician(email="co@example.org",
                                                         name="Co Clinician")
-    created = await held_visit(server, clinician, minutes=20)
+    created = await server.held_visit(clinician, minutes=20)
     await server.services.add_participant(created.visit, role="co_clinician", name="",
                                           clinician=colleague)
     path = f"/api/v1/visits/{created.visit.id}/psychotherapy-note"
@@ -188,7 +158,7 @@ async def test_supervisor_co_signs(server: Running) -> None:
     await svc.store.add_api_token(token_hash=digest, clinician_id=trainee.id, label="t",
                                   now=svc.clock(), ttl=timedelta(days=1))
     trainee = await svc.store.clinician(trainee.id)  # type: ignore[assignment]
-    created = await held_visit(server, trainee, minutes=55, at_home=False)
+    created = await server.held_visit(trainee, minutes=55, at_home=False)
     base = f"/api/v1/visits/{created.visit.id}/note"
     status, note = await call(server, "GET", base, token)
     assert note["header"]["code"] == "90837" and note["header"]["place_of_service"] == "02"
@@ -216,7 +186,7 @@ async def test_supervisor_co_signs(server: Running) -> None:
 
 async def test_short_visit_is_flagged_and_never_joined_gives_no_code(server: Running) -> None:
     clinician, token = await server.clinician()
-    created = await held_visit(server, clinician, minutes=15)
+    created = await server.held_visit(clinician, minutes=15)
     status, note = await call(server, "GET", f"/api/v1/visits/{created.visit.id}/note", token)
     assert note["header"]["minutes"] == 15 and note["header"]["code"] is None
     assert note["header"]["billable"] is False
@@ -234,7 +204,7 @@ async def test_short_visit_is_flagged_and_never_joined_gives_no_code(server: Run
 
 async def test_strangers_are_refused(server: Running) -> None:
     clinician, _token = await server.clinician()
-    created = await held_visit(server, clinician, minutes=20)
+    created = await server.held_visit(clinician, minutes=20)
     _, other = await server.clinician(email="other@example.org", name="Other")
     status, _ = await call(server, "GET", f"/api/v1/visits/{created.visit.id}/note", other)
     assert status == 404
@@ -277,7 +247,7 @@ async def test_only_the_supervisor_named_on_the_note_co_signs(server: Running) -
     trainee, token = await server.clinician(email="t@example.org", name="Tara Trainee")
     await svc.store.set_supervisor(trainee.id, first.id)
     trainee = await svc.store.clinician(trainee.id)  # type: ignore[assignment]
-    created = await held_visit(server, trainee, minutes=40)
+    created = await server.held_visit(trainee, minutes=40)
     base = f"/api/v1/visits/{created.visit.id}/note"
     _, note = await call(server, "GET", base, token)
     await call(server, "PUT", base, token, {"version": note["version"], "sections": SECTIONS})
