@@ -109,7 +109,8 @@ class VisitNotes:
         note = Note(id=new_id(), visit_id=visit.id, author_id=visit.clinician_id,
                     format=fmt.id, header=header,
                     sections={k: "" for k in fmt.keys}, carried=[],
-                    clinician_location=author.location, add_ons=[], status=DRAFT, version=1,
+                    clinician_location=author.location, modality_reason="", add_ons=[],
+                    status=DRAFT, version=1,
                     plan={}, pdf=None, sha256=None, created_at=now, updated_at=now,
                     signed_at=None, cosigned_at=None)
         return await self.notes.add(note, actor=f"clinician:{author.id}",
@@ -133,7 +134,8 @@ class VisitNotes:
             "id": note.id, "visit_id": note.visit_id, "status": note.status,
             "version": note.version, "format": fmt.to_json(),
             "formats": [{"id": f.id, "title": f.title} for f in self.formats.formats.values()],
-            "header": printable_header(note.header), "sections": note.sections,
+            "header": printable_header(_header(note)), "sections": note.sections,
+            "modality_reason": note.modality_reason,
             "carried": note.carried, "clinician_location": note.clinician_location,
             "add_ons": note.add_ons, "signed_at": _iso(note.signed_at),
             "cosigned_at": _iso(note.cosigned_at), "sha256": note.sha256,
@@ -172,6 +174,12 @@ class VisitNotes:
                 raise NotesError("invalid_field", "The clinician location is at most 200 "
                                                   "characters of text.")
             values["clinician_location"] = location
+        if "modality_reason" in body:
+            reason = body["modality_reason"]
+            if not isinstance(reason, str) or len(reason) > 300:
+                raise NotesError("invalid_field", "The reason for audio-only is at most 300 "
+                                                  "characters of text.")
+            values["modality_reason"] = reason
         if "add_ons" in body:
             values["add_ons"] = self._add_ons(note, body["add_ons"])
         await self.notes.change(
@@ -237,7 +245,7 @@ class VisitNotes:
                     practice_name=self.settings.practice_name,
                     patient_name=patient.name if patient else visit.patient_name,
                     patient_dob=patient.dob if patient else visit.patient_dob, fmt=fmt,
-                    header=note.header, sections=note.sections,
+                    header=_header(note), sections=note.sections,
                     clinician_location=note.clinician_location,
                     chosen_add_ons=note.add_ons, plan=plan)
             slot = plan.slots[0]
@@ -357,7 +365,7 @@ class VisitNotes:
             participants=tuple(fhir.ParticipantInfo(p.role, p.name, p.clinician_id)
                                for p in people if p.role != "patient"),
             cpt_code=header.get("code"), modality=header["modality"],
-            modality_reason=header.get("modality_reason", ""),
+            modality_reason=_header(note).get("modality_reason", ""),
             place_of_service=header.get("place_of_service") or "02",
             modifier=header.get("modifier") or "", contact_minutes=header.get("minutes"),
             addon_codes=add_ons)
@@ -406,6 +414,13 @@ class VisitNotes:
             raise NotesError("invalid_field", "'text' must be text of at most 50000 characters.")
         await self.notes.save_private_note(visit.id, clinician.id, text, self.clock(),
                                            requester.detail(chars=len(text)))
+
+
+def _header(note: Note) -> dict[str, Any]:
+    """The note's header with the clinician's reason for audio-only, when given."""
+    if note.modality_reason:
+        return {**note.header, "modality_reason": note.modality_reason}
+    return note.header
 
 
 def _next_field(note: Note) -> str | None:

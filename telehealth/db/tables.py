@@ -243,6 +243,8 @@ class Note(Base):
     carried: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Sections with text carried from the last note, not yet edited or reviewed."""
     clinician_location: Mapped[str] = mapped_column(String(200), default="")
+    modality_reason: Mapped[str] = mapped_column(String(300), default="")
+    """Why the visit was audio-only, in the clinician's words (the payer asks)."""
     add_ons: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Optional add-on codes the clinician chose (90785)."""
     status: Mapped[str] = mapped_column(String(20))

@@ -184,6 +184,38 @@ async def test_supervisor_co_signs(server: Running) -> None:
         "Tara Trainee", "Sam Supervisor"]
 
 
+async def test_audio_only_visit_and_its_reason(server: Running) -> None:
+    svc = server.services
+    clinician, token = await server.clinician()
+    created = await server.visit(clinician)
+    ids = {p.role: p.id for p in created.participants}
+    t0 = svc.clock()
+    await svc.store.add_events([
+        VisitEvent(visit_id=created.visit.id, participant_id=ids[role], kind=kind, at=t0,
+                   detail=detail)
+        for role in ("clinician", "patient")
+        for kind, detail in (("admitted", {}), ("media_connected", {"audio": True,
+                                                                    "video": False}))])
+    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
+                                     only_from=("scheduled",))
+    svc.clock.advance(minutes=30)  # type: ignore[attr-defined]
+    visit = await svc.store.visit(created.visit.id)
+    assert visit is not None
+    await svc.finish_visit(visit, "ended", actor="test")
+    base = f"/api/v1/visits/{created.visit.id}/note"
+    _, note = await call(server, "GET", base, token)
+    assert note["header"]["modality"] == "audio-only" and note["header"]["modifier"] == "93"
+    reason = "Patient's camera would not start; patient chose audio."
+    status, _ = await call(server, "PUT", base, token, {
+        "version": note["version"], "sections": SECTIONS, "modality_reason": reason})
+    assert status == 200
+    _, note = await call(server, "GET", base, token)
+    assert note["modality_reason"] == reason and reason in note["header"]["modality_text"]
+    await sign(server, created.visit.id, token, "Dana Rivera")
+    _, bundle = await call(server, "GET", base + "/fhir", token)
+    assert reason in json.dumps(bundle)
+
+
 async def test_short_visit_is_flagged_and_never_joined_gives_no_code(server: Running) -> None:
     clinician, token = await server.clinician()
     created = await server.held_visit(clinician, minutes=15)

@@ -258,6 +258,8 @@ function renderEditor() {
   select.replaceChildren(...note.formats.map((f) => h("option", { value: f.id, text: f.title })));
   select.value = note.format.id;
   $("clinician-location").value = note.clinician_location || "";
+  $("modality-reason-tool").hidden = note.header.modality !== "audio-only";
+  $("modality-reason").value = note.modality_reason || "";
   lockFields(state.busy);
   updateCarryOffer();
   locationReminder();
@@ -271,6 +273,7 @@ function lockFields(locked) {
   const off = locked || !editable();
   for (const s of sections()) if (field(s.key)) field(s.key).readOnly = off;
   $("clinician-location").readOnly = off;
+  $("modality-reason").readOnly = off;
   $("note-format").disabled = off;
   $("addon-90785").disabled = off;
   $("carry-forward").disabled = off;
@@ -315,6 +318,8 @@ function saveBody() {
   if (sent.reviewed.length) body.reviewed = sent.reviewed;
   if (state.fields.has("clinician_location")) body.clinician_location = $("clinician-location").value;
   if (state.fields.has("add_ons")) body.add_ons = $("addon-90785").checked ? ["90785"] : [];
+  if (state.fields.has("modality_reason")) body.modality_reason = $("modality-reason").value;
+  sent.reason = body.modality_reason;
   sent.location = body.clinician_location;
   sent.addOns = body.add_ons;
   state.dirty.clear();
@@ -331,6 +336,7 @@ async function saveOnce() {
     state.version = answer.version;
     Object.assign(state.note.sections, sent.sections);
     if (sent.location !== undefined) state.note.clinician_location = sent.location;
+    if (sent.reason !== undefined) state.note.modality_reason = sent.reason;
     if (sent.addOns !== undefined) state.note.add_ons = sent.addOns;
     state.note.carried = answer.carried || [];
     for (const s of sections()) {
@@ -745,6 +751,9 @@ function setUp() {
   const loc = $("clinician-location");
   loc.addEventListener("input", () => { state.fields.add("clinician_location"); changed(); locationReminder(); });
   loc.addEventListener("blur", () => { if (hasChanges()) save(); });
+  const reason = $("modality-reason");
+  reason.addEventListener("input", () => { state.fields.add("modality_reason"); changed(); });
+  reason.addEventListener("blur", () => { if (hasChanges()) save(); });
   $("addon-90785").addEventListener("change", () => { state.fields.add("add_ons"); save(); });
   $("sign-form").addEventListener("submit", onSign);
   $("sign-name").addEventListener("input", () => { $("sign-error").hidden = true; });

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("sections", sa.JSON(), nullable=False),
         sa.Column("carried", sa.JSON(), nullable=False),
         sa.Column("clinician_location", sa.String(length=200), nullable=False),
+        sa.Column("modality_reason", sa.String(length=300), nullable=False),
         sa.Column("add_ons", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
