@@ -187,6 +187,9 @@ class VisitNotes:
             status=DRAFT, detail=requester.detail(
                 sections=sorted(k for k in changes if changes[k] != sections.get(k, "")),
                 format=fmt.id))
+        if "clinician_location" in values and requester.actor == f"clinician:{note.author_id}":
+            # Remembered as where the author works from: the next draft starts with it.
+            await self.store.set_location(note.author_id, values["clinician_location"])
         return await self._reload(note)
 
     def _add_ons(self, note: Note, chosen: Any) -> list[str]:

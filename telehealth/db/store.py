@@ -76,6 +76,13 @@ class Store:
         async with self.session() as s:
             return await s.get(Clinician, clinician_id)
 
+    async def set_location(self, clinician_id: str, location: str) -> None:
+        """Where the clinician works from: the next note's clinician location."""
+        async with self.session() as s:
+            await s.execute(update(Clinician).where(Clinician.id == clinician_id)
+                            .values(location=location))
+            await s.commit()
+
     async def set_supervisor(self, clinician_id: str, supervisor_id: str | None) -> None:
         """Whose co-signature a pre-licensed clinician's notes need (None: nobody's)."""
         async with self.session() as s:

@@ -67,6 +67,9 @@ async def test_draft_edit_sign_addendum_and_exports(server: Running) -> None:
     status, body = await call(server, "PUT", base, token, {
         "version": note["version"], "sections": {"plan": "overwritten"}})
     assert status == 409 and body["error"]["code"] == "note_changed"
+    # The location is remembered for the author's next draft.
+    author = await server.services.store.clinician(clinician.id)
+    assert author is not None and author.location == "Minneapolis, MN (office)"
 
     status, body = await sign(server, created.visit.id, token, "Someone Else")
     assert status == 400 and body["error"]["code"] == "name_mismatch"
