@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.signaling [--messages 20000] [--window 100] [--repeats 5]
                                         [--rate 2000] [--seconds 0.5] [--chunks 12]
                                         [--profile] [--no-pin]
+    .venv/bin/python -m bench.signaling --cross-instance [...]   (= bench.scaleout)
 
 Two sockets, A sends `ice` frames to B, a monotonic timestamp in the candidate string.
 
@@ -34,7 +35,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import aiohttp
@@ -190,15 +191,20 @@ async def latency(
 # ---- the two setups ---------------------------------------------------------------
 
 
-async def full_pair(server: ServerProc, http: aiohttp.ClientSession) -> tuple[Pair, list[Peer]]:
-    """Clinician and patient through join, hello, admit."""
-    [group] = await seed(server.settings, [2], bulk=False, mint=False)
-    clinician_seat, patient_seat = [await join(http, server.base_url, s)
-                                    for s in group]
+async def full_pair(
+    server: ServerProc, http: aiohttp.ClientSession, rx_server: ServerProc | None = None,
+) -> tuple[Pair, list[Peer]]:
+    """Clinician and patient through join, hello, admit; the clinician (the sender) on
+    `server`, the patient (the receiver) on `rx_server` (default the same server)."""
+    rx = rx_server or server
+    # Seeding needs only the database (and the secret key both instances share).
+    [group] = await seed(replace(server.settings, redis_url=""), [2], bulk=False, mint=False)
+    clinician_seat = await join(http, server.base_url, group[0])
+    patient_seat = await join(http, rx.base_url, group[1])
     clinician = await connect(http, server.ws_url)
     await hello(clinician, clinician_seat)
     await clinician.expect("welcome", where=lambda m: m["state"] == "admitted")
-    patient = await connect(http, server.ws_url)
+    patient = await connect(http, rx.ws_url)
     await hello(patient, patient_seat)
     await patient.expect("welcome", where=lambda m: m["state"] == "waiting")
     pid = patient_seat.participant_id
@@ -336,8 +342,15 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cross-instance" in argv:  # the scale-out mode lives in bench/scaleout.py
+        from bench import scaleout
+        return scaleout.main([a for a in argv if a != "--cross-instance"])
     parser = argparse.ArgumentParser(prog="python -m bench.signaling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cross-instance", action="store_true",
+                        help="two instances on one Redis instead: same as "
+                             "`python -m bench.scaleout` (its options: --help there)")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2000.0)
