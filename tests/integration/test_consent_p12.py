@@ -431,7 +431,7 @@ async def test_certificates_that_cannot_sign_are_refused(server: Running, pki: P
                 **_key_for(patient_cert, patient_key, [root.cert], [root.crl()]).prepare_body(),
                 "typed_name": "Alex Morgan"}) as resp:
             body = await resp.json()
-            assert resp.status == 400 and body["error"]["code"] == "certificate_not_allowed"
+            assert resp.status == 403 and body["error"]["code"] == "certificate_not_allowed"
     doc = await server.services.consents.get(consent["id"])
     assert doc.revision == 1 and doc.sha256 == consent["sha256"]
     entries = await server.services.store.audit_for(f"consent:{consent['id']}")
