@@ -74,6 +74,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from web.security import RedactingAccessLogger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # its subsetting chatter
     app = build_app(settings)
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger,
                            access_log=logging.getLogger("telehealth.access"))
