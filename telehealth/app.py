@@ -100,4 +100,11 @@ def build_app(
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    """For load balancers: 200 when this instance can take a new visit, else 503 naming
+    the part that is down (its records store, or Redis when several instances share)."""
+    svc = request.app[SERVICES]
+    checks = {"database": await svc.store.reachable(),
+              "broker": await request.app[HUB].broker.healthy()}
+    ok = all(checks.values())
+    return web.json_response({"ok": ok, **{k: "ok" if v else "down" for k, v in checks.items()}},
+                             status=200 if ok else 503)

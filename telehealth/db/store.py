@@ -50,6 +50,15 @@ class Store:
     def session(self) -> AsyncSession:
         return self._sessions()
 
+    async def reachable(self) -> bool:
+        """Whether the records store answers now (a health check)."""
+        try:
+            async with self.session() as s:
+                await s.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
     # ---- clinicians ------------------------------------------------------
 
     async def create_clinician(

@@ -76,6 +76,10 @@ class Broker(ABC):
     async def snapshot(self) -> dict[str, Room]:
         """Every room, read now (the expire sweep decides on these copies)."""
 
+    async def healthy(self) -> bool:
+        """Whether the broker can serve a new hello now (the health check asks)."""
+        return True
+
     def gone(self, conn: int, local: Container[int]) -> bool:
         """Whether `conn`, named in some room, has no socket anywhere any more."""
         return False
@@ -182,6 +186,12 @@ class RedisBroker(Broker):
         return f"{self.prefix}inst:{instance}"
 
     # ---- lifecycle ----------------------------------------------------------
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from telehealth.db.engine import make_engine
+from telehealth.db.store import Store
+
 from conftest import Clock, Running
 
 
@@ -151,3 +154,17 @@ async def test_logins_are_throttled_after_ten_failures(server: Running) -> None:
     status, body = await server.post("/api/v1/session", {
         "email": "DR.LEE@example.org", "password": "correct horse battery"})
     assert (status, body["error"]["code"]) == (429, "throttled")
+
+
+async def test_health_check(server: Running) -> None:
+    status, body = await server.get("/healthz")
+    assert status == 200 and body == {"ok": True, "database": "ok", "broker": "ok"}
+    svc = server.services
+    kept = svc.store
+    svc.store = Store(make_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"))
+    try:
+        status, body = await server.get("/healthz")
+        assert status == 503 and body == {"ok": False, "database": "down", "broker": "ok"}
+    finally:
+        await svc.store.engine.dispose()
+        svc.store = kept

@@ -530,3 +530,20 @@ async def test_login_failures_count_across_instances_and_survive_redis_outages(
         assert (status, body["error"]["code"]) == (429, "throttled")
         status, body = await b.post("/api/v1/session", right)
         assert status == 200, body
+
+
+async def test_health_check_names_redis_when_it_is_down(
+    settings: Settings, clock: Clock, pg_url: str, own_redis: RedisProcess,
+) -> None:
+    await own_redis.start()
+    async with instances(settings, clock, pg_url, own_redis.url, n=1) as (a,):
+        async with a.http.get(a.url + "/healthz") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"ok": True, "database": "ok", "broker": "ok"}
+        await own_redis.stop()
+        async with a.http.get(a.url + "/healthz") as resp:
+            assert resp.status == 503
+            assert await resp.json() == {"ok": False, "database": "ok", "broker": "down"}
+        await own_redis.start()
+        async with a.http.get(a.url + "/healthz") as resp:
+            assert resp.status == 200
