@@ -306,11 +306,7 @@ def report(out: Outcome, args: argparse.Namespace) -> str:
     lines.append(f"latency: {args.rate:.0f} msgs/s, {args.chunks} runs x {args.seconds:g} s "
                  f"({args.chunks * int(args.rate * args.seconds)} frames), send -> receive")
     for r in (local, same, cross):
-        lines.append(
-            f"  {r.name:<10} p50 {r.p(50):6.3f} ms   p99 {r.p(99):6.3f} ms   "
-            f"p99.9 {r.p(99.9):6.3f} ms   max {max(r.latencies_ms):6.3f} ms   "
-            f"(median p99 of a run {run_p99[r.name]:6.3f} ms)   "
-            f"lost {r.lost}, error/other frames {r.errors}")
+        lines.append(r.latency_line(10, run_p99[r.name]))
     lines.append(f"  same/local p50 {same.p(50) / local.p(50):.2f}x, median run p99 "
                  f"{run_p99[same.name] / run_p99[local.name]:.2f}x (context)")
     lines.append(f"  ratio cross/same p50 {cross.p(50) / same.p(50):.2f}x, p99 {p99_ratio:.2f}x "

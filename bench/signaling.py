@@ -117,6 +117,13 @@ class Result:
     def p(self, pct: float) -> float:
         return percentile(self.latencies_ms, pct)
 
+    def latency_line(self, width: int, run_p99: float) -> str:
+        """The report's latency line; `run_p99` is the median of the runs' p99s."""
+        return (f"  {self.name:<{width}} p50 {self.p(50):6.3f} ms   p99 {self.p(99):6.3f} ms   "
+                f"p99.9 {self.p(99.9):6.3f} ms   max {max(self.latencies_ms):6.3f} ms   "
+                f"(median p99 of a run {run_p99:6.3f} ms)   "
+                f"lost {self.lost}, error/other frames {self.errors}")
+
 
 async def throughput(pair: Pair, n: int, window: int, within_s: float) -> float:
     """Frames per second for `n` frames, at most `window` sent and not yet received."""
@@ -319,11 +326,7 @@ def report(bare: Result, full: Result, args: argparse.Namespace) -> str:
     lines.append(f"latency: {args.rate:.0f} msgs/s, {args.chunks} runs x {args.seconds:g} s "
                  f"({args.chunks * int(args.rate * args.seconds)} frames), send -> receive")
     for r in (bare, full):
-        lines.append(
-            f"  {r.name:<11} p50 {r.p(50):6.3f} ms   p99 {r.p(99):6.3f} ms   "
-            f"p99.9 {r.p(99.9):6.3f} ms   max {max(r.latencies_ms):6.3f} ms   "
-            f"(median p99 of a run {statistics.median(r.chunk_p99s):6.3f} ms)   "
-            f"lost {r.lost}, error/other frames {r.errors}")
+        lines.append(r.latency_line(11, statistics.median(r.chunk_p99s)))
     lines.append(f"  ratio full/bare p50 {p50_ratio:.2f}x, p99 {p99_ratio:.2f}x (all frames), "
                  f"median run p99 {run_p99_ratio:.2f}x   target p99 <= {P99_TARGET}x   "
                  f"{verdict(run_p99_ratio <= P99_TARGET)} (median run p99; all frames: "

@@ -24,6 +24,7 @@ from consent.errors import ConsentError
 from notes import NotesError
 from telehealth.auth import AuthError, hash_password, new_opaque_token
 from telehealth.config import ConfigError, Settings, load_settings
+from telehealth.consents import DEFAULT_TEMPLATE
 from telehealth.db.engine import migrate
 from telehealth.db.store import StoreError
 from telehealth.services import Services
@@ -60,6 +61,15 @@ async def _with_services(settings: Settings, work: Callable[[Services], Awaitabl
         return await work(svc)
     finally:
         await svc.store.engine.dispose()
+
+
+def _write(path: str, data: bytes) -> Path:
+    out = Path(path)
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror}") from None
+    return out
 
 
 def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -273,11 +283,7 @@ async def cmd_consent_export(args: argparse.Namespace, settings: Settings) -> in
     async def work(svc: Services) -> int:
         doc = await svc.consents.get(args.consent_id)
         data = await svc.consents.certificate(doc) if args.certificate else doc.pdf
-        out = Path(args.out)
-        try:
-            out.write_bytes(data)  # noqa: ASYNC240 (a CLI: nothing else runs)
-        except OSError as exc:
-            raise CliError(f"cannot write {out}: {exc.strerror}") from None
+        out = _write(args.out, data)
         await svc.consents.viewed(doc, _cli_requester(),
                                   "certificate_exported" if args.certificate else "exported")
         _out(args, {"consent_id": doc.id, "out": str(out), "bytes": len(data),
@@ -385,11 +391,7 @@ async def cmd_note_export(args: argparse.Namespace, settings: Settings) -> int:
             data = svc.notes.signed_pdf(note)
         else:
             data = json.dumps(await svc.notes.fhir_bundle(note), indent=2).encode()
-        out = Path(args.out)
-        try:
-            out.write_bytes(data)  # noqa: ASYNC240 (a CLI: nothing else runs)
-        except OSError as exc:
-            raise CliError(f"cannot write {out}: {exc.strerror}") from None
+        out = _write(args.out, data)
         await svc.notes.exported(note, _cli_requester(), args.format)
         _out(args, {"note_id": note.id, "format": args.format, "out": str(out),
                     "bytes": len(data)}, f"Wrote {len(data)} bytes to {out}.")
@@ -522,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
 
     ci = consent.add_parser("issue", help="issue a consent for a visit's patient")
     ci.add_argument("visit_id")
-    ci.add_argument("--template", default="telehealth-informed-consent")
+    ci.add_argument("--template", default=DEFAULT_TEMPLATE)
     _common(ci)
     ci.set_defaults(run=cmd_consent_issue)
     cs = consent.add_parser("show", help="a consent's status, signers and audit events")

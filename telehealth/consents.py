@@ -205,7 +205,8 @@ class Consents:
                  clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.store = ConsentStore(store)
-        self.audit = store
+        self.records = store
+        """The records store (patients, the audit log); `store` holds the consent SQL."""
         self.links = signer
         self.clock = clock
         practice_templates = settings.data_dir / "templates" / "consent"
@@ -320,7 +321,7 @@ class Consents:
             template = self.library.template(template_id)
         except ConsentError as e:
             raise VisitError("unknown_template", e.message) from None
-        patient = await self.audit.patient(visit.patient_id) if visit.patient_id else None
+        patient = await self.records.patient(visit.patient_id) if visit.patient_id else None
         if patient is None:
             raise VisitError("not_found", "This visit has no patient record.")
         for doc in await self.store.documents_for_patient(patient.id):
@@ -381,7 +382,7 @@ class Consents:
             raise VisitError("link_expired", "This consent link has expired.",
                              "Ask your practice to send you a new link.")
         check_lock(doc.locked_until, now)
-        patient = await self.audit.patient(doc.patient_id)
+        patient = await self.records.patient(doc.patient_id)
         assert patient is not None
         record_name = (patient.representative_name or ""
                        if claims.role == "legal_representative" else patient.name)
@@ -389,15 +390,15 @@ class Consents:
         actor = f"{claims.role}:link"
         passed = check_identity(role=claims.role, record_dob=patient.dob,
                                 record_name=record_name, dob=dob, name=name)
-        failed = await self.audit.count_identity_attempt(
+        failed = await self.records.count_identity_attempt(
             ConsentDocument, doc.id, passed=passed, now=now,
             max_attempts=self.settings.dob_max_attempts, lockout_s=self.settings.dob_lockout_s)
         if failed is not None:
-            await self.audit.append_audit(at=now, actor=actor, action="consent.identity_failed",
+            await self.records.append_audit(at=now, actor=actor, action="consent.identity_failed",
                                           subject=subject, detail=requester.detail(
                                               locked=failed.locked_until is not None))
             raise refusal_after(failed)
-        await self.audit.append_audit(at=now, actor=actor, action="consent.identity_verified",
+        await self.records.append_audit(at=now, actor=actor, action="consent.identity_verified",
                                       subject=subject, detail=requester.detail(via="consent_link"))
         return doc, self.session_token(doc, claims.role)
 
@@ -432,7 +433,7 @@ class Consents:
                 "signable": required and signable}
 
     async def record_visit_identity(self, doc_id: str, role: str, requester: Requester) -> None:
-        await self.audit.append_audit(at=self.clock(), actor=f"{role}:visit_link",
+        await self.records.append_audit(at=self.clock(), actor=f"{role}:visit_link",
                                       action="consent.identity_verified",
                                       subject=f"consent:{doc_id}",
                                       detail=requester.detail(via="visit_link"))
@@ -464,7 +465,7 @@ class Consents:
 
     async def viewed(self, doc: ConsentDocument, requester: Requester, what: str) -> None:
         """Record that the document was shown (`viewed`) or its PDF taken (`downloaded`)."""
-        await self.audit.append_audit(at=self.clock(), actor=requester.actor,
+        await self.records.append_audit(at=self.clock(), actor=requester.actor,
                                       action=f"consent.{what}", subject=f"consent:{doc.id}",
                                       detail=requester.detail(sha256=doc.sha256))
 
@@ -552,7 +553,7 @@ class Consents:
                                  base_revision=doc.revision, state=state.to_json(),
                                  created_at=now, expires_at=now + timedelta(seconds=SIGNING_S))
         await self.store.add_signing(signing)
-        await self.audit.append_audit(
+        await self.records.append_audit(
             at=now, actor=requester.actor, action="consent.certificate_issued",
             subject=f"consent:{doc.id}", detail=requester.detail(
                 field=slot.field_name, certificate_serial=format(serial, "x"),
@@ -686,10 +687,10 @@ class Consents:
             render_certificate,
         )
 
-        patient = await self.audit.patient(doc.patient_id)
+        patient = await self.records.patient(doc.patient_id)
         assert patient is not None
         revisions = await self.store.revisions(doc.id)
-        entries = await self.audit.audit_for(f"consent:{doc.id}")
+        entries = await self.records.audit_for(f"consent:{doc.id}")
         slots = {s["field"]: s for s in _slots(doc)}
         stamped = timestamp_times(doc.pdf)
         signers = tuple(

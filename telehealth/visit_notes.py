@@ -18,7 +18,7 @@ from typing import Any
 
 from consent.signing import PreparedSignature
 from notes import NotesError
-from notes.billing import MEDICARE, PayerSettings, suggest_for
+from notes.billing import PayerSettings, suggest_for
 from notes.contact import visit_facts
 from notes.document import printable_header, render_note_pdf
 from notes.draft import ConsentOnFile, draft_header
@@ -62,10 +62,8 @@ class VisitNotes:
         self.consents = consents
         self.clock = clock
         self.formats = NoteFormats([settings.data_dir / "templates" / "notes"])
-        self.payer = PayerSettings(
-            name="default", video_modifier=settings.video_modifier or None,
-            audio_only_modifier=settings.audio_only_modifier or None) if (
-            settings.video_modifier, settings.audio_only_modifier) != ("95", "93") else MEDICARE
+        self.payer = PayerSettings(video_modifier=settings.video_modifier or None,
+                                   audio_only_modifier=settings.audio_only_modifier or None)
         self.timeline: Callable[[Visit], Awaitable[Sequence[Any]]] | None = None
         """The visit's events, the running hub's batch flushed first (set by `build_services`)."""
         self._render_lock = asyncio.Lock()

@@ -109,14 +109,15 @@ def login_page(handler: Handler) -> Handler:
     return wrapped
 
 
-def _message(request: web.Request, status: int, heading: str, message: str,
-             action: str = "") -> web.Response:
+def message_page(request: web.Request, status: int, heading: str, message: str,
+                 action: str = "", tone: str = "problem") -> web.Response:
+    """A clinician page that only says something (a dead end, or what comes next)."""
     return page(request, "message.html", status=status, heading=heading, message=message,
-                action=action, when="", when_label="", tone="problem")
+                action=action, when="", when_label="", tone=tone)
 
 
 def _not_found(request: web.Request) -> web.Response:
-    return _message(request, 404, "No such visit",
+    return message_page(request, 404, "No such visit",
                     "This visit does not exist, or it is not one of yours.",
                     "Go back to your dashboard.")
 
@@ -197,7 +198,7 @@ async def logout(request: web.Request) -> web.Response:
         sent = form.get("csrf_token")
         if not (isinstance(sent, str)
                 and hmac.compare_digest(sent.encode(), session.csrf_token.encode())):
-            return _message(request, 403, "You are still logged in",
+            return message_page(request, 403, "You are still logged in",
                             "This page was out of date, so we did not log you out.",
                             "Reload the dashboard and use Log out again.")
     idle = form.get("reason") == "idle"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from telehealth.consents import SESSION_S, ConsentSession, Requester
+from telehealth.consents import DEFAULT_TEMPLATE, SESSION_S, ConsentSession, Requester
 from telehealth.db.tables import ConsentDocument
 from telehealth.visits import VisitError
 from web.api import json_body, managed_visit
@@ -198,12 +198,12 @@ async def templates(request: web.Request) -> web.Response:
 async def issue(request: web.Request) -> web.Response:
     visit = await managed_visit(request)
     body = await json_body(request)
-    template_id = body.get("template_id", "telehealth-informed-consent")
+    template_id = body.get("template_id", DEFAULT_TEMPLATE)
     if not isinstance(template_id, str):
         raise VisitError("invalid_field", "'template_id' must be text.")
     me = clinician(request)
     consents = services(request).consents
-    doc, created = await consents.issue(visit, me, _me(request), template_id)
+    doc, created = await consents.issue(visit, me, clinician_requester(request), template_id)
     return web.json_response({"consent": consents.summary(doc, with_link=True)},
                              status=201 if created else 200)
 
@@ -230,7 +230,8 @@ async def managed_consent(request: web.Request) -> ConsentDocument:
     return doc
 
 
-def _me(request: web.Request) -> Requester:
+def clinician_requester(request: web.Request) -> Requester:
+    """The logged-in clinician, for the audit trail."""
     return requester_of(request, f"clinician:{clinician(request).id}")
 
 
@@ -250,7 +251,7 @@ async def consent_detail(request: web.Request) -> web.Response:
 @require_clinician
 async def clinician_pdf(request: web.Request) -> web.Response:
     doc = await managed_consent(request)
-    await services(request).consents.viewed(doc, _me(request), "downloaded")
+    await services(request).consents.viewed(doc, clinician_requester(request), "downloaded")
     return pdf_response(doc.pdf, _filename(doc))
 
 
@@ -258,7 +259,7 @@ async def clinician_pdf(request: web.Request) -> web.Response:
 @require_clinician
 async def clinician_document(request: web.Request) -> web.Response:
     doc = await managed_consent(request)
-    await services(request).consents.viewed(doc, _me(request), "viewed")
+    await services(request).consents.viewed(doc, clinician_requester(request), "viewed")
     return document_response(doc.html)
 
 
@@ -268,7 +269,7 @@ async def certificate(request: web.Request) -> web.Response:
     doc = await managed_consent(request)
     consents = services(request).consents
     pdf = await consents.certificate(doc)
-    await consents.viewed(doc, _me(request), "certificate_downloaded")
+    await consents.viewed(doc, clinician_requester(request), "certificate_downloaded")
     return pdf_response(pdf, _filename(doc, "certificate"))
 
 
@@ -282,7 +283,7 @@ async def clinician_prepare(request: web.Request) -> web.Response:
     body = await json_body(request)
     prepared = await services(request).consents.prepare(
         doc, "clinician", public_key=body.get("public_key"), typed_name=body.get("typed_name"),
-        requester=_me(request), email=me.email, certificate=body.get("certificate"),
+        requester=clinician_requester(request), email=me.email, certificate=body.get("certificate"),
         chain=body.get("chain"), crls=body.get("crls"))
     return web.json_response(prepared)
 
@@ -296,7 +297,8 @@ async def clinician_finish(request: web.Request) -> web.Response:
     body = await json_body(request)
     consents = services(request).consents
     doc = await consents.finish(doc, "clinician", signing_id=body.get("signing_id"),
-                                signature=body.get("signature"), requester=_me(request))
+                                signature=body.get("signature"),
+                                requester=clinician_requester(request))
     return web.json_response({"consent": consents.summary(doc, with_link=True)})
 
 

@@ -15,18 +15,12 @@ from aiohttp import web
 
 from notes import NotesError
 from telehealth.visits import VisitError
-from web.clinician_pages import VISIT_TYPE_LABELS, login_page
+from web.clinician_pages import VISIT_TYPE_LABELS, login_page, message_page
 from web.keys import CSRF_TOKEN, clinician, services
 from web.notes_api import note_visit
 from web.render import page
 
 routes = web.RouteTableDef()
-
-
-def _message(request: web.Request, status: int, heading: str, message: str,
-             action: str, tone: str = "problem") -> web.Response:
-    return page(request, "message.html", status=status, heading=heading, message=message,
-                action=action, when="", when_label="", tone=tone)
 
 
 @routes.get("/visits/{visit_id}/note")
@@ -38,13 +32,13 @@ async def note_page(request: web.Request) -> web.Response:
         visit, note = await note_visit(request)
     except NotesError as exc:
         if exc.code == "visit_not_held":
-            return _message(request, 409, "There is no note yet",
+            return message_page(request, 409, "There is no note yet",
                             "A progress note is drafted from the visit when the visit ends.",
                             "Come back after the visit: the draft will be waiting for you.",
                             tone="info")
         raise
     except VisitError:
-        return _message(request, 404, "No such visit",
+        return message_page(request, 404, "No such visit",
                         "This visit does not exist, or it is not one of yours.",
                         "Go back to your dashboard.")
     author = await svc.store.clinician(note.author_id)

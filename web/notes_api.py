@@ -11,11 +11,10 @@ import json
 
 from aiohttp import web
 
-from telehealth.consents import Requester
 from telehealth.db.tables import Note, Visit
 from telehealth.visits import VisitError
 from web.api import json_body
-from web.consent_api import pdf_response, requester_of
+from web.consent_api import clinician_requester, pdf_response
 from web.keys import clinician, services
 from web.security import require_clinician
 
@@ -47,16 +46,12 @@ async def note_visit(request: web.Request, *, write: bool = False) -> tuple[Visi
     return visit, note
 
 
-def _me(request: web.Request) -> Requester:
-    return requester_of(request, f"clinician:{clinician(request).id}")
-
-
 @routes.get(BASE)
 @require_clinician
 async def show(request: web.Request) -> web.Response:
     _, note = await note_visit(request)
     svc = services(request)
-    return web.json_response(await svc.notes.view(note, _me(request)))
+    return web.json_response(await svc.notes.view(note, clinician_requester(request)))
 
 
 @routes.put(BASE)
@@ -64,7 +59,7 @@ async def show(request: web.Request) -> web.Response:
 async def save(request: web.Request) -> web.Response:
     _, note = await note_visit(request, write=True)
     svc = services(request)
-    me = _me(request)
+    me = clinician_requester(request)
     note = await svc.notes.save(note, await json_body(request), me)
     return web.json_response({"version": note.version, "carried": note.carried,
                               "saved_at": note.updated_at.isoformat()})
@@ -75,7 +70,7 @@ async def save(request: web.Request) -> web.Response:
 async def carry_forward(request: web.Request) -> web.Response:
     _, note = await note_visit(request, write=True)
     svc = services(request)
-    me = _me(request)
+    me = clinician_requester(request)
     note = await svc.notes.start_from_last(note, me)
     return web.json_response(await svc.notes.view(note, me))
 
@@ -89,7 +84,7 @@ async def prepare(request: web.Request) -> web.Response:
     return web.json_response(await svc.notes.prepare(
         note, clinician(request), public_key=body.get("public_key"),
         typed_name=body.get("typed_name"),
-        requester=_me(request)))
+        requester=clinician_requester(request)))
 
 
 @routes.post(BASE + "/finish")
@@ -98,7 +93,7 @@ async def finish(request: web.Request) -> web.Response:
     _, note = await note_visit(request)
     body = await json_body(request)
     svc = services(request)
-    me = _me(request)
+    me = clinician_requester(request)
     note = await svc.notes.finish(note, clinician(request), signing_id=body.get("signing_id"),
                                   signature=body.get("signature"), requester=me)
     return web.json_response(await svc.notes.view(note, me))
@@ -110,7 +105,7 @@ async def addendum(request: web.Request) -> web.Response:
     _, note = await note_visit(request, write=True)
     body = await json_body(request)
     svc = services(request)
-    me = _me(request)
+    me = clinician_requester(request)
     note = await svc.notes.add_addendum(note, clinician(request), reason=body.get("reason"),
                                         text=body.get("text"), requester=me)
     return web.json_response(await svc.notes.view(note, me), status=201)
@@ -122,7 +117,7 @@ async def pdf(request: web.Request) -> web.Response:
     _, note = await note_visit(request)
     svc = services(request)
     data = svc.notes.signed_pdf(note)
-    await svc.notes.exported(note, _me(request),
+    await svc.notes.exported(note, clinician_requester(request),
                              "pdf")
     return pdf_response(data, f"progress-note-{note.id[:8]}.pdf")
 
@@ -133,7 +128,7 @@ async def fhir(request: web.Request) -> web.Response:
     _, note = await note_visit(request)
     svc = services(request)
     bundle = await svc.notes.fhir_bundle(note)
-    await svc.notes.exported(note, _me(request),
+    await svc.notes.exported(note, clinician_requester(request),
                              "fhir")
     return web.Response(text=json.dumps(bundle), content_type="application/fhir+json")
 
@@ -142,7 +137,8 @@ async def fhir(request: web.Request) -> web.Response:
 @require_clinician
 async def private_note(request: web.Request) -> web.Response:
     visit, _ = await note_visit(request, write=True)
-    text = await services(request).notes.private_note(visit, clinician(request), _me(request))
+    text = await services(request).notes.private_note(visit, clinician(request),
+                                                      clinician_requester(request))
     return web.json_response({"text": text})
 
 
@@ -152,5 +148,5 @@ async def save_private_note(request: web.Request) -> web.Response:
     visit, _ = await note_visit(request, write=True)
     body = await json_body(request)
     await services(request).notes.save_private_note(visit, clinician(request), body.get("text"),
-                                                    _me(request))
+                                                    clinician_requester(request))
     return web.json_response({"ok": True})
