@@ -7,12 +7,12 @@ A missing browser fails the run under CI instead of skipping the test.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from needs import require
 
 CHROMIUM = os.environ.get("TELEHEALTH_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
@@ -29,12 +29,7 @@ FAKE_UI = "--use-fake-ui-for-media-stream"  # permission prompts answered "Allow
 
 
 def require_chromium() -> str:
-    if not shutil.which(CHROMIUM):
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
+    return require(CHROMIUM, "apt-get install -y chromium (scripts/test does)")
 
 
 async def launch(

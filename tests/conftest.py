@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from playwright.async_api import Browser
 
@@ -29,6 +30,7 @@ from telehealth.visits import Representative, VisitRequest
 from web.keys import SERVICES
 
 from browser import launch
+from needs import require
 
 PG_ADMIN_DSN = os.environ.get("TELEHEALTH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -155,11 +157,10 @@ class Running:
         )
         return await svc.create_visit(req, clinician)
 
-    async def held_visit(self, clinician: Clinician, minutes: float,
-                         at_home: bool = True) -> CreatedVisit:
-        """A visit whose timeline says the patient and clinician were in it for `minutes`
-        (the server's clock moves on by that much), the patient at home in Minnesota,
-        with two-way video; then ended."""
+    async def visit_in_progress(self, clinician: Clinician, *, at_home: bool = True,
+                                video: bool = True) -> CreatedVisit:
+        """A visit whose timeline says the patient and clinician are in it from now, the
+        patient at home (or not) in Minnesota, with two-way video (or audio only)."""
         svc = self.services
         created = await self.visit(clinician)
         ids = {p.role: p.id for p in created.participants}
@@ -172,15 +173,24 @@ class Running:
             VisitEvent(visit_id=created.visit.id, participant_id=ids["patient"],
                        kind="admitted", at=t0, detail={"by": ids["clinician"]}),
         ] + [VisitEvent(visit_id=created.visit.id, participant_id=ids[role],
-                        kind="media_connected", at=t0, detail={"audio": True, "video": True})
+                        kind="media_connected", at=t0, detail={"audio": True, "video": video})
              for role in ("clinician", "patient")]
         await svc.store.add_events(events)
         await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
                                          only_from=("scheduled",))
-        svc.clock.advance(minutes=minutes)  # type: ignore[attr-defined]
-        visit = await svc.store.visit(created.visit.id)
+        return created
+
+    async def end_visit(self, created: CreatedVisit) -> None:
+        visit = await self.services.store.visit(created.visit.id)
         assert visit is not None
-        await svc.finish_visit(visit, "ended", actor="test")
+        await self.services.finish_visit(visit, "ended", actor="test")
+
+    async def held_visit(self, clinician: Clinician, minutes: float, *, at_home: bool = True,
+                         video: bool = True) -> CreatedVisit:
+        """`visit_in_progress` for `minutes` (the server's clock moves on), then ended."""
+        created = await self.visit_in_progress(clinician, at_home=at_home, video=video)
+        self.services.clock.advance(minutes=minutes)  # type: ignore[attr-defined]
+        await self.end_visit(created)
         return created
 
     async def post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
@@ -203,6 +213,42 @@ async def start_server(settings: Settings, clock: Clock) -> AsyncIterator[Runnin
     async with aiohttp.ClientSession() as http:
         yield Running(app, settings.base_url, http)
     await runner.cleanup()
+
+
+@pytest.fixture
+def needs_redis() -> None:
+    """For tests that start Redis servers of their own (scale-out)."""
+    require("redis-server", "apt-get install -y redis-server")
+
+
+@contextlib.asynccontextmanager
+async def redis_instances(
+    settings: Settings, clock: Clock, pg_url: str, redis_url: str, n: int = 2,
+) -> AsyncIterator[list[Running]]:
+    """`n` servers of one practice: one PostgreSQL database, one secret key, one Redis
+    key prefix (its keys are deleted afterwards)."""
+    prefix = f"th-test-{secrets.token_hex(6)}:"
+    gens = []
+    running: list[Running] = []
+    try:
+        for _ in range(n):
+            port = free_port()
+            one = replace(settings, port=port, public_url=f"http://127.0.0.1:{port}",
+                          database_url=pg_url, redis_url=redis_url, redis_prefix=prefix)
+            gen = start_server(one, clock)
+            running.append(await gen.__anext__())
+            gens.append(gen)
+        yield running
+    finally:
+        for gen in reversed(gens):
+            with contextlib.suppress(StopAsyncIteration):
+                await gen.__anext__()
+        with contextlib.suppress(Exception):
+            client = aioredis.Redis.from_url(redis_url, socket_timeout=1)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
 
 
 @pytest.fixture

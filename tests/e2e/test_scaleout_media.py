@@ -8,54 +8,18 @@ when an instance goes away) and the call comes back without a second admission.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import secrets
-import shutil
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
-import redis.asyncio as aioredis
 
 from telehealth.config import Settings
 from telehealth.media.participant import Participant, ParticipantOptions, ParticipantState
 
-from conftest import Clock, Running, free_port, start_server, until
+from conftest import Clock, Running, redis_instances, until
 from tcpcut import TcpCutter
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("redis-server") is None,
-                                 reason="needs Redis")]
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("needs_redis")]
 DOB = "1990-04-27"
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-@contextlib.asynccontextmanager
-async def two_instances(
-    settings: Settings, clock: Clock, pg_url: str,
-) -> AsyncIterator[tuple[Running, Running]]:
-    prefix = f"th-test-{secrets.token_hex(6)}:"
-    gens = []
-    running: list[Running] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            one = replace(settings, port=port, public_url=f"http://127.0.0.1:{port}",
-                          database_url=pg_url, redis_url=REDIS, redis_prefix=prefix)
-            gen = start_server(one, clock)
-            running.append(await gen.__anext__())
-            gens.append(gen)
-        yield running[0], running[1]
-    finally:
-        for gen in reversed(gens):
-            with contextlib.suppress(StopAsyncIteration):
-                await gen.__anext__()
-        with contextlib.suppress(Exception):
-            client = aioredis.Redis.from_url(REDIS, socket_timeout=1)
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
 
 
 def port_of(server: Running) -> int:
@@ -77,7 +41,7 @@ def frames_from(p: Participant, peer_id: str) -> int:
 async def test_video_both_ways_across_instances(
     settings: Settings, clock: Clock, pg_url: str,
 ) -> None:
-    async with two_instances(settings, clock, pg_url) as (a, b):
+    async with redis_instances(settings, clock, pg_url, REDIS) as (a, b):
         clinician, _ = await a.clinician()
         created = await a.visit(clinician)
         ids = {p.role: p.id for p in created.participants}
@@ -107,7 +71,7 @@ async def test_video_both_ways_across_instances(
 async def test_patient_moved_to_the_other_instance_and_media_flows_again(
     settings: Settings, clock: Clock, pg_url: str,
 ) -> None:
-    async with two_instances(settings, clock, pg_url) as (a, b):
+    async with redis_instances(settings, clock, pg_url, REDIS) as (a, b):
         clinician, _ = await a.clinician()
         created = await a.visit(clinician)
         ids = {p.role: p.id for p in created.participants}

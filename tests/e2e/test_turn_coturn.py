@@ -21,11 +21,9 @@ and skips the tests elsewhere.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -50,6 +48,7 @@ from telehealth.media.ice import ice_servers, turn_credentials
 from telehealth.media.participant import Participant, ParticipantOptions
 
 from conftest import Running, free_port
+from needs import require
 
 pytestmark = pytest.mark.e2e
 DOB = "1990-04-27"
@@ -57,13 +56,7 @@ RELAY_PORTS = 24  # enough for every allocation of one test, with room to spare
 
 
 def require_turnserver() -> str:
-    path = shutil.which("turnserver")
-    if path is None:
-        message = "turnserver is missing: apt-get install -y coturn (scripts/test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require("turnserver", "apt-get install -y coturn (scripts/test does)")
 
 
 @dataclass

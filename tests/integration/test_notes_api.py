@@ -13,7 +13,6 @@ from fhir.resources.R4B.bundle import Bundle
 
 from consent.verify import verify
 from telehealth.auth import hash_password, new_opaque_token
-from telehealth.db.tables import VisitEvent
 from telehealth.sign_cli import DeviceKey
 
 from conftest import Running
@@ -188,23 +187,8 @@ async def test_supervisor_co_signs(server: Running) -> None:
 
 
 async def test_audio_only_visit_and_its_reason(server: Running) -> None:
-    svc = server.services
     clinician, token = await server.clinician()
-    created = await server.visit(clinician)
-    ids = {p.role: p.id for p in created.participants}
-    t0 = svc.clock()
-    await svc.store.add_events([
-        VisitEvent(visit_id=created.visit.id, participant_id=ids[role], kind=kind, at=t0,
-                   detail=detail)
-        for role in ("clinician", "patient")
-        for kind, detail in (("admitted", {}), ("media_connected", {"audio": True,
-                                                                    "video": False}))])
-    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
-                                     only_from=("scheduled",))
-    svc.clock.advance(minutes=30)  # type: ignore[attr-defined]
-    visit = await svc.store.visit(created.visit.id)
-    assert visit is not None
-    await svc.finish_visit(visit, "ended", actor="test")
+    created = await server.held_visit(clinician, minutes=30, video=False)
     base = f"/api/v1/visits/{created.visit.id}/note"
     _, note = await call(server, "GET", base, token)
     assert note["header"]["modality"] == "audio-only" and note["header"]["modifier"] == "93"
@@ -251,25 +235,13 @@ async def test_strangers_are_refused(server: Running) -> None:
 async def test_a_note_opened_during_the_visit_gets_the_whole_visit(server: Running) -> None:
     svc = server.services
     clinician, token = await server.clinician()
-    created = await server.visit(clinician)
-    ids = {p.role: p.id for p in created.participants}
-    t0 = svc.clock()
-    await svc.store.add_events([
-        VisitEvent(visit_id=created.visit.id, participant_id=ids[role], kind=kind, at=t0,
-                   detail=detail)
-        for role in ("clinician", "patient")
-        for kind, detail in (("admitted", {}), ("media_connected", {"audio": True,
-                                                                    "video": True}))])
-    await svc.store.set_visit_status(created.visit.id, "in_progress", now=t0,
-                                     only_from=("scheduled",))
+    created = await server.visit_in_progress(clinician)
     svc.clock.advance(minutes=5)  # type: ignore[attr-defined]
     base = f"/api/v1/visits/{created.visit.id}/note"
     status, early = await call(server, "GET", base, token)  # notes taken during the session
     assert status == 200 and early["header"]["minutes"] == 5
     svc.clock.advance(minutes=50)  # type: ignore[attr-defined]
-    visit = await svc.store.visit(created.visit.id)
-    assert visit is not None
-    await svc.finish_visit(visit, "ended", actor="test")
+    await server.end_visit(created)
     status, note = await call(server, "GET", base, token)
     assert note["header"]["minutes"] == 55 and note["header"]["code"] == "90837"
     assert note["version"] == early["version"]  # the clinician's open editor still saves

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from telehealth.config import Settings
 from telehealth.signaling.broker import BrokerUnavailable, RedisBroker
 from telehealth.signaling.room import Refused, Room
 
-from conftest import Clock, Running, free_port, start_server
+from conftest import Clock, Running, free_port, redis_instances
 from wsclient import Peer, close_all, connect, join, open_socket
 
 DOB = "1990-04-27"
@@ -37,38 +35,19 @@ SDP = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.10 54400 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0}
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None and not os.environ.get("CI"),
-                                reason="needs redis-server")
+pytestmark = pytest.mark.usefixtures("needs_redis")
 
 
 @contextlib.asynccontextmanager
 async def instances(
     settings: Settings, clock: Clock, pg_url: str, redis_url: str, n: int = 2,
 ) -> AsyncIterator[list[Running]]:
-    """`n` servers: one PostgreSQL database, one secret key, one Redis key prefix."""
-    prefix = f"th-test-{secrets.token_hex(6)}:"
-    gens = []
-    running: list[Running] = []
-    try:
-        for _ in range(n):
-            port = free_port()
-            one = replace(settings, port=port, public_url=f"http://127.0.0.1:{port}",
-                          database_url=pg_url, redis_url=redis_url, redis_prefix=prefix)
-            gen = start_server(one, clock)
-            running.append(await gen.__anext__())
-            gens.append(gen)
-        yield running
-    finally:
-        await close_all()
-        for gen in reversed(gens):
-            with contextlib.suppress(StopAsyncIteration):
-                await gen.__anext__()
-        with contextlib.suppress(Exception):
-            client = aioredis.Redis.from_url(redis_url, socket_timeout=1)
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+    """`redis_instances`, with this module's test sockets closed before they stop."""
+    async with redis_instances(settings, clock, pg_url, redis_url, n) as running:
+        try:
+            yield running
+        finally:
+            await close_all()
 
 
 def broker_of(server: Running) -> RedisBroker:
