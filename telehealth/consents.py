@@ -189,6 +189,15 @@ def plan_json(plan: SigningPlan) -> dict[str, Any]:
                                 "authority": rep.authority} if rep else None)}
 
 
+def in_force(docs: Sequence[ConsentDocument], kind: str) -> ConsentDocument | None:
+    """Of a patient's consents (newest first), the one of `kind` in force: the latest one
+    signed, unless it was withdrawn (a withdrawal is not undone by an older consent)."""
+    for doc in docs:
+        if doc.kind == kind and doc.status in ("complete", "revoked"):
+            return doc if doc.status == "complete" else None
+    return None
+
+
 def patient_record(patient: Patient) -> PatientRecord:
     rep = None
     if patient.representative_name:
@@ -291,20 +300,8 @@ class Consents:
 
     async def on_file(self, patient_id: str | None, kind: str = "telehealth"
                       ) -> ConsentDocument | None:
-        """The patient's consent of `kind` in force: the latest one signed, unless it was
-        withdrawn (a withdrawal is not undone by an older consent)."""
-        for doc in await self.for_patient(patient_id):
-            if doc.kind == kind and doc.status in ("complete", "revoked"):
-                return doc if doc.status == "complete" else None
-        return None
-
-    async def open_for(self, patient_id: str | None, kind: str = "telehealth"
-                       ) -> ConsentDocument | None:
-        """The patient's consent of `kind` that is still being signed, if any."""
-        for doc in await self.for_patient(patient_id):
-            if doc.kind == kind and doc.status in OPEN_STATUSES:
-                return doc
-        return None
+        """The patient's consent of `kind` in force (`in_force`)."""
+        return in_force(await self.for_patient(patient_id), kind)
 
     # ---- issuing -------------------------------------------------------------------
 
@@ -423,8 +420,10 @@ class Consents:
 
     async def gate(self, visit: Visit, person: Participant, required: bool) -> dict[str, Any]:
         """The visit link's consent gate: on file, or what this participant may sign."""
-        on_file = await self.on_file(visit.patient_id)
-        doc = None if on_file else await self.open_for(visit.patient_id)
+        docs = await self.for_patient(visit.patient_id)  # one query: every join asks
+        on_file = in_force(docs, "telehealth")
+        doc = None if on_file else next(
+            (d for d in docs if d.kind == "telehealth" and d.status in OPEN_STATUSES), None)
         signable = (doc is not None and person.role in ("patient", "legal_representative")
                     and _slots(doc)[-1]["role"] == person.role)
         shown = on_file or doc
